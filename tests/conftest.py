@@ -12,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -22,6 +23,13 @@ CONF = ROOT / "conf"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 register_configs()
+
+# Numerics probes (see docs/testing.md): ZOFT_TEST_THREADS=1|2 runs every test with that many
+# intra-op threads, and ZOFT_TEST_DTYPE=float64 runs the config-composed tiny models in float64,
+# so that a learning check can be shown to hold whatever rounding the machine's kernels do.
+if os.environ.get("ZOFT_TEST_THREADS"):
+    torch.set_num_threads(int(os.environ["ZOFT_TEST_THREADS"]))
+TEST_DTYPE = os.environ.get("ZOFT_TEST_DTYPE", "float32")
 
 
 def compose_config(overrides: list[str] | None = None):
@@ -46,4 +54,10 @@ FAST = [
     "trainer.batch_size=8",
     "trainer.progress_bar=false",
     "trainer.eval_before_training=false",
+    f"model.dtype={TEST_DTYPE}",
 ]
+# The 2-layer, hidden-64 OPT architecture (tiny-opt's yaml has the demo's 1-layer, hidden-32 one):
+# the method tests' margins were measured on it.
+TINY64 = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=4", "model.tiny.ffn_dim=128"]
+if os.environ.get("ZOFT_TEST_THREADS"):
+    FAST.append(f"trainer.cpu_threads={os.environ['ZOFT_TEST_THREADS']}")

@@ -95,6 +95,7 @@ def test_strategy_resolution():
         resolve_strategy("deepspeed", 2, zeroth_order=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_first_order_two_processes_match_one(tmp_path, strategy):
     if strategy == "fsdp":
@@ -118,6 +119,7 @@ def test_first_order_two_processes_match_one(tmp_path, strategy):
     assert not (tmp_path / "rank1").exists()
 
 
+@pytest.mark.slow
 def test_data_parallel_mezo_via_torchrun_matches_one_process(tmp_path):
     """``torchrun --nproc_per_node 2 train.py`` with MeZO: same trajectory as one process, and
     rank 1 leaves no file anywhere (no Hydra folder either)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import pytest
 
 
 
@@ -40,6 +41,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_kernel_equals_one_process_kernel(tmp_path):
     from kernel_helpers import splits, tiny_roberta
 

@@ -115,16 +115,18 @@ def test_overrides_and_their_errors(kshot_root, tmp_path):
 
 
 def test_paper_roberta_commands_compose():
-    mezo = compose_config(["model=roberta-large", "task=sst-2-kshot", "method=mezo", "trainer=roberta-mezo"])
+    from zoft.train.loop import eval_interval
+
+    mezo = compose_config(["model=roberta-large", "task=sst-2-kshot", "method=mezo"])
     validate(mezo)
-    assert (mezo.trainer.batch_size, mezo.trainer.max_steps, mezo.trainer.eval_steps) == (64, 100000, 10000)
+    assert (mezo.trainer.batch_size, mezo.trainer.max_steps, eval_interval(mezo.trainer, 100000)) == (64, 100000, 10000)
     assert mezo.trainer.select_by == "metric" and mezo.trainer.lr_scheduler == "constant"
     assert mezo.optimizer.name == "mezo" and mezo.optimizer.lr == pytest.approx(1e-6)
     assert mezo.optimizer.eps == pytest.approx(1e-3) and mezo.model.dtype == "float32"
     assert mezo.task.k == 16 and mezo.task.sample_seed == 42
-    ft = compose_config(["model=roberta-large", "task=sst-2-kshot", "method=ft", "optimizer=adam", "trainer=roberta-ft"])
+    ft = compose_config(["model=roberta-large", "task=sst-2-kshot", "method=ft", "optimizer=adam"])
     validate(ft)
-    assert (ft.trainer.batch_size, ft.trainer.max_steps, ft.trainer.eval_steps) == (8, 1000, 100)
+    assert (ft.trainer.batch_size, ft.trainer.max_steps, eval_interval(ft.trainer, 1000)) == (8, 1000, 100)
     assert ft.optimizer.lr == pytest.approx(1e-5) and ft.trainer.lr_scheduler == "linear"
 
 

@@ -90,7 +90,7 @@ def test_linear_probe_owns_the_head_and_lp_then_trains_everything(family):
 
 def test_method_rejects_an_unsupported_family():
     with pytest.raises(MethodError, match="family='bert'"):
-        apply_method(tiny("opt"), MethodConfig(name="prefix"), "bert")
+        apply_method(tiny("opt"), MethodConfig(name="prompt"), "bert")
 
 
 def _step(model, named, optimizer_name, data):

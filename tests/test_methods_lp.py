@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, compose_config
+from conftest import FAST, TINY64, compose_config
 from methods_helpers import LABEL_IDS, MASK_POS, batch, tiny
 from zoft.config.validate import ConfigError, validate
 from zoft.methods.linear_probe import fit_logistic, linear_probe, masked_features, write_back
@@ -62,7 +62,7 @@ def test_roberta_probe_writes_label_rows_used_by_the_mlm_forward():
 
 
 def test_linear_probe_run_fits_without_a_loop(tmp_path):
-    results = run(compose_config(FAST + ["method=linear-probe", f"output_dir={tmp_path}",
+    results = run(compose_config(FAST + TINY64 + ["method=linear-probe", f"output_dir={tmp_path}",
                                          "trainer.eval_before_training=true"]))
     assert results["status"] == "completed"
     lp = results["pre_training"]

@@ -184,6 +184,7 @@ def test_resume_from_saved_state_continues_bit_identically(kind):
         assert torch.equal(a, b), n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_restore_is_exact(dtype):
     model = tiny_opt(dtype)

@@ -61,6 +61,7 @@ def uninterrupted(tmp_path_factory):
     return (*_final_state(run_dir), run_dir / "trajectory.bin")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path, uninterrupted):
     kill_at = random.Random().randint(15, 250)
     proc = _start(tmp_path)
@@ -85,6 +86,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, uninterrupted):
     assert (tmp_path / "trajectory.bin").read_bytes() == uninterrupted[2].read_bytes()
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resumes(tmp_path, uninterrupted):
     proc = _start(tmp_path)
     _wait_for_step(tmp_path, 40, proc)

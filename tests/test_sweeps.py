@@ -12,15 +12,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, compose_config
+from zoft.train.loop import eval_interval, total_steps
 
 SWEEPS = ROOT / "sweeps"
 DATA_SEEDS = {13, 21, 42, 87, 100}
 
 # name -> (grid as stated by the paper, method.name, optimizer.name, trainer values that must hold)
-OPT_MEZO = {"batch_size": 16, "max_steps": 20000, "eval_steps": 4000, "lr_scheduler": "constant"}
-OPT_FT = {"batch_size": 8, "num_epochs": 5, "lr_scheduler": "linear"}
-RB_MEZO = {"batch_size": 64, "max_steps": 100000, "eval_steps": 10000, "select_by": "metric"}
-RB_FT = {"max_steps": 1000, "eval_steps": 100, "lr_scheduler": "linear", "select_by": "metric"}
+# ("every" is the dev-evaluation interval in steps that the protocol's num_evals gives.)
+OPT_MEZO = {"batch_size": 16, "max_steps": 20000, "every": 4000, "lr_scheduler": "constant"}
+OPT_FT = {"batch_size": 8, "num_epochs": 5, "lr_scheduler": "linear", "num_evals": 5}
+RB_MEZO = {"batch_size": 64, "max_steps": 100000, "every": 10000, "select_by": "metric"}
+ZO_OPT = {"batch_size": 16, "max_steps": 20000, "lr_scheduler": "constant"}
+RB_FT = {"max_steps": 1000, "every": 100, "lr_scheduler": "linear", "select_by": "metric"}
 PAPER_GRIDS = {
     # OPT, Table 16
     "opt-mezo": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", "mezo", {"optimizer.eps": 1e-3}, OPT_MEZO),
@@ -73,6 +76,17 @@ PAPER_GRIDS = {
                           "optimizer.eps": {1e-3, 1e-5}, "optimizer.weight_decay": {0, 0.1},
                           "task.k": {16}, "task.sample_seed": DATA_SEEDS}, "ft", "mezo", {},
                          {"max_steps": 5000, "lr_scheduler": "constant"}),
+    # zoft.optim.estimators on OPT (grids of their authors' code; see each sweep file)
+    **{f"opt-{n}": ({"optimizer.lr": {1e-5, 1e-6, 1e-7, 1e-8}, "optimizer.eps": {1e-2, 1e-3, 1e-4}}, "ft", n,
+                    {"optimizer.weight_decay": 0.0}, ZO_OPT) for n in ("zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons")},
+    "opt-fzoo": ({"optimizer.lr": {1e-4, 5e-5, 2.5e-5}}, "ft", "fzoo",
+                 {"optimizer.eps": 1e-4, "optimizer.n_directions": 8}, {"batch_size": 16}),
+    "opt-hizoo": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", "hizoo",
+                  {"optimizer.eps": 1e-3, "optimizer.hessian_smooth": 1e-10}, {"batch_size": 16}),
+    **{f"opt-{n}": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", n, {"optimizer.eps": 1e-3}, ZO_OPT)
+       for n in ("sparse-mezo", "mezo-one-point", "mezo-nspsa", "subzero")},
+    "opt-lozo": ({"optimizer.lr": {1e-6, 1e-7}, "optimizer.lowrank_rank": {1, 2}, "optimizer.lowrank_interval": {50, 100}},
+                 "ft", "lozo", {"optimizer.eps": 1e-3}, ZO_OPT),
 }
 # Job counts the paper's grids imply (per task), written out rather than recomputed.
 PAPER_SIZES = {
@@ -81,6 +95,8 @@ PAPER_SIZES = {
     "roberta-nondiff-mezo": 15, "roberta-mezo": 30, "roberta-mezo-prefix": 30, "roberta-mezo-lora": 30,
     "roberta-mezo-adam": 50, "roberta-ft-adam-k16": 45, "roberta-ft-adam-k512": 45, "roberta-ft-sgd-k16": 75,
     "roberta-ft-sgd-k512": 75, "roberta-ft-prefix": 90, "roberta-ft-lora": 90, "roberta-ablation": 120,
+    "opt-zo-sgd-sign": 12, "opt-zo-sgd-mmt": 12, "opt-zo-sgd-cons": 12, "opt-fzoo": 3, "opt-hizoo": 2,
+    "opt-sparse-mezo": 2, "opt-mezo-one-point": 2, "opt-mezo-nspsa": 2, "opt-lozo": 8, "opt-subzero": 2,
 }
 NOT_GRIDS = {"optuna-mezo"}  # a search space, not a paper grid
 
@@ -170,7 +186,10 @@ def test_each_job_of_a_sweep_composes(name):
     for key, value in fixed.items():
         assert OmegaConf.select(cfg, key) == value, key
     for key, value in trainer.items():
-        assert cfg.trainer[key] == value, key
+        if key == "every":
+            assert eval_interval(cfg.trainer, total_steps(cfg.trainer, 1000)) == value
+        else:
+            assert cfg.trainer[key] == value, key
     if "task.sample_seed" in grid:  # RoBERTa grids: the run seed follows the data seed
         assert cfg.seed == cfg.task.sample_seed
     # The paper's model unless the command line picks another.
@@ -207,7 +226,7 @@ def test_launchers_compose(launcher, target):
     if launcher == "slurm":
         pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = _hydra_cfg([f"launcher={launcher}"])
-    assert cfg.launcher.name == launcher
+    assert cfg.hydra.runtime.choices.launcher == launcher
     assert cfg.hydra.launcher._target_.endswith(target)
 
 
@@ -222,10 +241,10 @@ def test_slurm_launcher_settings_and_requeue_switch(tmp_path):
     params = {k: v for k, v in OmegaConf.to_container(hl).items() if k != "_target_"}
     params["submitit_folder"] = str(tmp_path / "%j")
     launcher = SlurmLauncher(**params)
-    launcher.config = OmegaConf.create({"launcher": {"name": "slurm", "requeue": True}})
+    launcher.config = OmegaConf.create({"launcher": {"requeue": True}})
     delayed = launcher.checkpoint([["optimizer.lr=1e-6"]], "hydra.sweep.dir", 0)
     assert delayed is not None and delayed.function is launcher  # submitit resubmits this job
-    launcher.config = OmegaConf.create({"launcher": {"name": "slurm", "requeue": False}})
+    launcher.config = OmegaConf.create({"launcher": {"requeue": False}})
     assert launcher.checkpoint([["optimizer.lr=1e-6"]], "hydra.sweep.dir", 0) is None
 
 
@@ -241,6 +260,7 @@ def test_job_folder_names_put_overrides_first_and_seeds_last():
     assert {"seed", "task.sample_seed", "sweep"} <= set(excluded)
 
 
+@pytest.mark.slow
 def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     import json

@@ -84,6 +84,7 @@ def _cli(args, cwd, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_paper_command_fails_fast_offline(tmp_path):
     proc = _cli(["method=mezo", "task=sst2", "model=opt-13b", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert proc.returncode == 2
@@ -92,6 +93,7 @@ def test_cli_paper_command_fails_fast_offline(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_cli_multirun_makes_one_folder_per_job(tmp_path):
     proc = _cli(["-m", "optimizer.lr=1e-3,1e-4", *FAST, f"hydra.sweep.dir={tmp_path}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

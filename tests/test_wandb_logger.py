@@ -157,6 +157,7 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 def test_offline_multirun_leaves_runs_on_disk_and_no_process_behind(tmp_path):
     """The real wandb, no key and no network: each job logs offline and its service ends."""

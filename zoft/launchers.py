@@ -3,7 +3,8 @@
 ``SlurmLauncher`` is hydra-submitit-launcher's launcher plus one switch, ``launcher.requeue``:
 submitit requeues a preempted job by asking the launcher's ``checkpoint`` for a resubmission;
 returning ``None`` declines, so with ``launcher.requeue=false`` a preempted job simply ends.
-A requeued job runs again from its start (zoft does not resume mid-run).
+A requeued job reruns the same command in the same run folder; with ``resume=auto`` it
+continues from ``checkpoints/last.pt`` when one was written (zoft writes one on SIGTERM/SIGUSR1).
 """
 
 from __future__ import annotations

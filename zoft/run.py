@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 import traceback
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from zoft.config.protocol import as_record, format_block, run_key, settle, typed_overrides
 from zoft.config.schema import RunConfig
 from zoft.config.validate import ConfigError, validate
 from zoft import distributed
@@ -21,7 +23,7 @@ from zoft.errors import DivergenceError, Preempted
 from zoft.loggers import NullLogger, start_logger
 from zoft.methods.io import save_adapted
 from zoft.methods.registry import EVAL_ONLY, PRE_TRAINING, apply_method
-from zoft.models.loader import LoadedModel, check_model_available, load_model
+from zoft.models.loader import LoadedModel, check_model_available, load_model, resolve_device
 from zoft.objectives.base import EvalResult
 from zoft.objectives.build import build_objective
 from zoft.optim.build import build_optimizer, build_scheduler, is_zeroth_order
@@ -31,6 +33,7 @@ from zoft.tasks.data import load_task_data
 from zoft.tasks.sampling import demo_sets
 from zoft.train.checkpoint import CHECKPOINT_NAME
 from zoft.train.loop import Trainer, total_steps
+from zoft.train.precision import plan_precision
 
 log = logging.getLogger("zoft")
 
@@ -53,6 +56,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_cpu_threads(cfg: DictConfig) -> None:
+    """``trainer.cpu_threads`` intra-op threads; null keeps torch's default (one per core),
+    except for the tiny models built in code: their matrices are too small to split, and on a
+    loaded machine every split op waits for a busy core (steps ran 10-25x slower on 2 cores)."""
+    threads = cfg.trainer.cpu_threads
+    if threads is None and cfg.model.path is None and "OMP_NUM_THREADS" not in os.environ:
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
@@ -61,14 +75,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate, load data and model, train (unless evaluation-only), evaluate, write results."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
+    # The protocol table's lookups become plain values; each field remembers where it came from.
+    protocol = settle(cfg, typed_overrides())
     run_dir = resolve_run_dir(cfg)
     main = distributed.is_main_process()  # under torchrun only rank 0 writes files
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["protocol"] = {"name": cfg.protocol.name}  # the table itself is in conf/protocol/
     results: dict[str, Any] = {
         "status": "running",
         "metrics": {},
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
+        "protocol": {"table": cfg.protocol.name, "key": run_key(cfg).label(), "fields": as_record(protocol)},
         "seeds": {
             "run": cfg.seed,
             "data_sampling": cfg.task.sample_seed,
@@ -87,6 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger = None
     try:
         validate(cfg)
+        if main:
+            print(format_block(cfg, protocol), flush=True)
         # Under torchrun only rank 0 logs (one wandb run per job).
         logger = start_logger(cfg, run_dir, results) if main else NullLogger()
         _execute(cfg, run_dir, results, previous, on_log=logger.log)
@@ -146,6 +167,7 @@ def _execute(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previous: 
 def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previous: dict[str, Any],
                 parallel: distributed.Parallel, on_log=None) -> None:
     seed_everything(cfg.seed)
+    set_cpu_threads(cfg)
     spec = get_task(cfg.task.name)
     check_model_available(cfg.model)  # an unavailable model fails in seconds, before data work
     data = load_task_data(spec, cfg.task)  # data errors surface before the model is loaded
@@ -153,7 +175,10 @@ def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previou
 
     # A seq-cls head gets one output per class (the candidates of a classification task).
     num_labels = len(data.train[0].candidates) if cfg.model.kind == "seq-cls" and data.train else None
-    loaded = load_model(cfg.model, num_labels=num_labels)
+    precision = plan_precision(cfg.trainer.precision, cfg.model.dtype, resolve_device(cfg.model.device))
+    if precision.notice:
+        log.warning(precision.notice)
+    loaded = load_model(cfg.model, num_labels=num_labels, dtype=precision.load_dtype)
     named = apply_method(loaded.model, cfg.method, loaded.family)
     n_trainable = sum(p.numel() for _, p in named)
     n_total = sum(p.numel() for p in loaded.model.parameters())
@@ -212,10 +237,11 @@ def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previou
         from zoft.optim.trajectory import TrajectoryWriter
 
         optimizer.attach_trajectory(TrajectoryWriter(run_dir / "trajectory.bin", optimizer, [n for n, _ in named],
-                                                     OmegaConf.to_container(cfg, resolve=True), resume=resume))
+                                                     results["config"], resume=resume))
     scheduler = build_scheduler(optimizer, cfg.trainer.lr_scheduler, steps, cfg.trainer.warmup_steps)
     trainer = Trainer(loaded.model, objective, optimizer, scheduler, named, cfg.trainer, run_dir,
-                      seed=cfg.seed, max_grad_norm=cfg.optimizer.max_grad_norm, on_log=on_log, parallel=parallel)
+                      seed=cfg.seed, max_grad_norm=cfg.optimizer.max_grad_norm, on_log=on_log, parallel=parallel,
+                      precision=precision)
     outcome = trainer.fit(train_items, dev_items, resume=resume)
     results["training"] = {
         "steps": outcome.steps, "best_step": outcome.best_step, "last_loss": outcome.last_loss,

@@ -13,6 +13,8 @@ import hashlib
 
 from omegaconf import OmegaConf
 
+from zoft.config.protocol import protocol_value
+
 # File names are limited to 255 bytes; long override lists are cut and made unique with a hash.
 MAX_OVERRIDES_CHARS = 180
 
@@ -32,3 +34,5 @@ def register_resolvers() -> None:
     """Register zoft's resolvers once (safe to call again)."""
     if not OmegaConf.has_resolver("zoft.job_subdir"):
         OmegaConf.register_new_resolver("zoft.job_subdir", job_subdir)
+    if not OmegaConf.has_resolver("protocol"):
+        OmegaConf.register_new_resolver("protocol", protocol_value)

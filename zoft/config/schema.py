@@ -40,6 +40,10 @@ class ModelConfig:
     device_map: Optional[str] = None  # "auto" spreads layers over all visible GPUs
     max_length: int = 2048
     init_seed: int = 0  # seeds the random init of tiny models
+    # Input/output embedding tie. null: as the original code (RoBERTa's MLM decoder untied, as
+    # medium_models' RobertaModelForPromptFinetuning; other models as their checkpoint);
+    # true/false: tie or untie.
+    tie_word_embeddings: Optional[bool] = None
     tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
     # What a user must have to run this model (printed in errors and the README).
     requires: str = ""
@@ -74,6 +78,10 @@ class TaskConfig:
 @dataclass
 class MethodConfig:
     name: str = "ft"  # ft | head | lora | prefix | linear-probe | zero-shot | icl | prompt
+    # Set by the shorthand presets (method=mezo, mezo-lora, mezo-prefix, lp-mezo): the preset's
+    # name and the optimizer it stands for. Choosing another optimizer next to one is an error.
+    preset: Optional[str] = None
+    preset_optimizer: Optional[str] = None
     # lora
     lora_r: int = 8
     lora_alpha: int = 16
@@ -110,6 +118,14 @@ class OptimizerConfig:
     zo_seed: Optional[int] = None  # null: derived from the run seed
     # auto: exact shadow perturbation for fp16/bf16 weights, in place otherwise | inplace | shadow
     perturbation: str = "auto"
+    # -- estimators of zoft.optim.estimators --
+    hessian_smooth: float = 1.0e-8  # hizoo: EMA rate alpha of the diagonal Hessian
+    sparsity: float = 0.75  # sparse-mezo: fraction of each weight matrix left unperturbed
+    sample_scheduler: str = "constant"  # mezo-nspsa: constant | linear growth of n
+    sample_steps: Optional[int] = None  # mezo-nspsa: T of the linear schedule (null: trainer.max_steps)
+    scale_lr_with_samples: bool = False  # mezo-nspsa: sum the n estimates instead of averaging
+    lowrank_rank: int = 2  # lozo / subzero: rank r of the matrix perturbations
+    lowrank_interval: int = 50  # lozo: steps between redraws of V (nu); subzero: of U, V (T0)
 
 
 @dataclass
@@ -121,15 +137,26 @@ class TrainerConfig:
     grad_accum: int = 1
     lr_scheduler: str = "constant"  # constant | linear
     warmup_steps: int = 0
-    eval_steps: int = 0  # 0: evaluate only at the end of training
+    # Dev evaluation every eval_steps steps (0: only at the end). null: num_evals evaluations
+    # spread evenly over training (the protocol's "every 1/5 of training", or once per epoch).
+    eval_steps: Optional[int] = None
+    num_evals: int = 0
     select_by: str = "loss"  # loss | metric: which dev number picks the best checkpoint
+    # pure: train the weights in model.dtype as loaded (MeZO in fp16, as the paper did);
+    # amp: fp32 master weights, autocast to a half model.dtype where the device supports it
+    # (the original's --fp16); fp32: fp32 weights, no autocast. A first-order optimizer with
+    # pure half weights is refused (AdamW's eps=1e-8 underflows in fp16).
+    precision: str = "pure"
     eval_before_training: bool = True
     log_steps: int = 10
     progress_bar: bool = True
-    num_workers: int = 0
+    # CPU intra-op threads (torch.set_num_threads); null: torch's default, 1 for tiny models.
+    cpu_threads: Optional[int] = None
     # Resumable checkpoint (checkpoints/last.pt) every N steps; 0: only on SIGTERM/SIGUSR1.
     checkpoint_steps: int = 0
-    # Under Slurm, a SIGTERM/SIGUSR1 also requeues the job (scontrol requeue), which resumes.
+    # Under Slurm, a SIGTERM/SIGUSR1 also requeues the job (scontrol requeue); the requeued job
+    # reruns the same command in the same folder and, with resume=auto, continues from the
+    # checkpoint written on the signal.
     requeue_on_signal: bool = True
     # Divergence guard: a non-finite loss, or |projected grad| above divergence_factor x its
     # running median, stops the run ("stop") or reloads the last checkpoint and halves the LR
@@ -180,8 +207,33 @@ class LoggerConfig:
 
 @dataclass
 class LauncherConfig:
-    name: str = "local"  # local | joblib | slurm
-    requeue: bool = True  # slurm: requeue a preempted job (it restarts from the beginning)
+    # slurm: let submitit requeue a preempted job. The requeued job reruns the same command in
+    # the same folder; with resume=auto it continues from checkpoints/last.pt when one exists.
+    requeue: bool = True
+
+
+@dataclass
+class ProtocolRow:
+    """One row of a protocol table (``conf/protocol/<name>.yaml``).
+
+    ``when`` matches a run: keys ``family`` (causal | masked), ``optimizer`` (a name, or
+    zeroth-order | first-order), ``method``, ``task`` and ``tiny`` (a model built in code); a
+    value may be a list of alternatives. Every matching row applies in file order, so later,
+    more specific rows refine earlier ones. ``values`` holds ``trainer``/``optimizer`` fields,
+    ``grid`` the paper's search grid of a field (shown in the protocol block), ``source`` where
+    the values come from.
+    """
+
+    when: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass
+class ProtocolConfig:
+    name: str = "paper"
+    rows: list[ProtocolRow] = field(default_factory=list)
 
 
 @dataclass
@@ -210,12 +262,12 @@ class RunConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     kernel: KernelConfig = field(default_factory=KernelConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     seed: int = 42
     save_model: bool = False
     # auto: continue from checkpoints/last.pt when the run folder has one; true: require it.
     resume: str = "auto"
     output_dir: Optional[str] = None  # null: Hydra's run folder
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:

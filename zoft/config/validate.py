@@ -10,8 +10,11 @@ from zoft.errors import ZoftUserError
 from omegaconf import DictConfig
 
 from zoft.models.loader import DTYPES, FAMILIES, KINDS
-from zoft.optim.build import OPTIMIZERS, SCHEDULERS, ZEROTH_ORDER
+from zoft.optim.build import SCHEDULERS
 from zoft.optim.mezo import DIRECTIONS, PERTURBATIONS
+from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, zeroth_order_names
+
+PRECISIONS = ("pure", "amp", "fp32")
 
 
 class ConfigError(ZoftUserError, ValueError):
@@ -44,9 +47,9 @@ def _check_opt_task_options(problems: list[str], cfg: DictConfig, spec) -> None:
         if spec.kind == "generation" or spec.template.encode_sfc is None:
             problems.append(f"{flag}=true but task {spec.name!r} has no calibration (SFC) prompt; "
                             "set it to false (SFC exists for the classification and multiple-choice tasks)")
-    if t.objective == "metric" and cfg.method.name not in EVAL_ONLY and not cfg.optimizer.name.startswith("mezo"):
-        problems.append(f"task.objective=metric has no gradient; it needs optimizer=mezo "
-                        f"(got optimizer={cfg.optimizer.name!r})")
+    if t.objective == "metric" and cfg.method.name not in EVAL_ONLY and not is_zeroth_order_name(cfg.optimizer.name):
+        problems.append(f"task.objective=metric has no gradient; it needs a zeroth-order optimizer "
+                        f"({', '.join(zeroth_order_names())}), not optimizer={cfg.optimizer.name!r}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -95,7 +98,7 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"optimizer.lr={o.lr} must be >= 0")
     if o.weight_decay < 0:
         problems.append(f"optimizer.weight_decay={o.weight_decay} must be >= 0")
-    if o.name in ZEROTH_ORDER:
+    if is_zeroth_order_name(o.name):
         if o.eps <= 0:
             problems.append(f"optimizer.eps={o.eps} must be > 0 (the paper uses 1e-3; 1e-1 for prefix)")
         if o.n_directions < 1:
@@ -121,8 +124,12 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"trainer.max_steps={tr.max_steps} must be >= 0")
     if tr.num_epochs is not None and tr.num_epochs <= 0:
         problems.append(f"trainer.num_epochs={tr.num_epochs} must be > 0 (or null to use max_steps)")
-    if tr.eval_steps < 0:
+    if tr.eval_steps is not None and tr.eval_steps < 0:
         problems.append(f"trainer.eval_steps={tr.eval_steps} must be >= 0 (0: evaluate at the end only)")
+    if tr.num_evals < 0:
+        problems.append(f"trainer.num_evals={tr.num_evals} must be >= 0 (0: evaluate at the end only)")
+    _choice(problems, "trainer.precision", tr.precision, PRECISIONS)
+    _check_precision(problems, cfg)
     _choice(problems, "trainer.lr_scheduler", tr.lr_scheduler, SCHEDULERS)
     _choice(problems, "trainer.select_by", tr.select_by, ("loss", "metric"))
     _choice(problems, "trainer.on_divergence", tr.on_divergence, ("stop", "rollback"))
@@ -142,11 +149,36 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def _check_precision(problems: list[str], cfg: DictConfig) -> None:
+    """A first-order optimizer never trains pure fp16/bf16 master weights."""
+    from zoft.methods.registry import EVAL_ONLY
+
+    if cfg.trainer.precision == "pure" and cfg.model.dtype != "float32" and not is_zeroth_order_name(cfg.optimizer.name) \
+            and cfg.optimizer.name in OPTIMIZERS and cfg.method.name not in EVAL_ONLY:
+        problems.append(
+            f"trainer.precision=pure with model.dtype={cfg.model.dtype} and optimizer={cfg.optimizer.name} would "
+            f"train {cfg.model.dtype} master weights with backprop, which loses small updates and makes "
+            "AdamW's eps (1e-8) underflow to 0 (NaN); use trainer.precision=amp (fp32 master weights with "
+            "autocast, the original's --fp16) or model.dtype=float32")
+
+
+def check_preset(cfg: DictConfig) -> list[str]:
+    """A method preset (method=mezo, mezo-lora, ...) next to an optimizer it does not stand for."""
+    me = cfg.method
+    implied = me.get("preset_optimizer")
+    if not implied or cfg.optimizer.name == implied:
+        return []
+    return [f"method={me.preset} stands for method={me.name} with optimizer={implied}, but optimizer="
+            f"{cfg.optimizer.name} was also chosen; write method={me.name} optimizer={cfg.optimizer.name} "
+            f"for {me.name} with {cfg.optimizer.name}, or method={me.preset} alone"]
+
+
 def _check_method(problems: list[str], cfg: DictConfig) -> None:
     """Method x model family, and linear probing's follow-up optimizer."""
     from zoft.methods.registry import METHOD_FAMILIES
 
     me, family = cfg.method, cfg.model.family
+    problems.extend(check_preset(cfg))
     families = METHOD_FAMILIES.get(me.name)
     if families is not None and family not in families:
         problems.append(

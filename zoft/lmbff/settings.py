@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 from zoft.lmbff.catalog import LMBFF_TASKS, LmBffTask
 from zoft.lmbff.template import TemplateError, parse_template
+from zoft.optim.registry import is_zeroth_order_name, zeroth_order_names
 
 # Objectives of the masked family and the model kinds they run on.
 MASKED_OBJECTIVES = {"mlm-prompt": ("masked",), "cls-head": ("seq-cls",), "metric": ("masked", "seq-cls")}
-ZEROTH_ORDER_OPTIMIZERS = ("mezo",)
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def check_masked_config(cfg: Any) -> list[str]:
             f"task.objective={objective} needs a model of kind {' or '.join(MASKED_OBJECTIVES[objective])} "
             f"but model {cfg.model.name!r} is kind={cfg.model.kind!r}"
             + (" (e.g. model=tiny-roberta-cls, or model.kind=seq-cls)" if objective == "cls-head" else ""))
-    if objective == "metric" and cfg.optimizer.name not in ZEROTH_ORDER_OPTIMIZERS:
+    if objective == "metric" and not is_zeroth_order_name(cfg.optimizer.name):
         problems.append(f"task.objective=metric (minus batch accuracy) has no gradient; it needs a "
-                        f"zeroth-order optimizer ({', '.join(ZEROTH_ORDER_OPTIMIZERS)}), not "
+                        f"zeroth-order optimizer ({', '.join(zeroth_order_names())}), not "
                         f"optimizer={cfg.optimizer.name}")
     return problems

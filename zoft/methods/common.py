@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from zoft.models.tying import untie_output_embeddings
+
 from zoft.errors import ZoftUserError
 
 Named = list[tuple[str, torch.nn.Parameter]]
@@ -37,13 +39,5 @@ def untie_head(model: torch.nn.Module) -> bool:
     Afterwards changing the head leaves the input embedding alone, and ``save_pretrained`` /
     ``from_pretrained`` keep the two apart (``tie_word_embeddings=False``).
     """
-    head = head_of(model)
-    emb = model.get_input_embeddings()
-    if head.weight is not emb.weight:
-        return False
-    head.weight = torch.nn.Parameter(emb.weight.detach().clone(), requires_grad=emb.weight.requires_grad)
-    model.config.tie_word_embeddings = False
-    text_config = getattr(model.config, "get_text_config", None)
-    if callable(text_config):
-        text_config().tie_word_embeddings = False
-    return True
+    head_of(model)  # a clear error when the model has no vocabulary projection
+    return untie_output_embeddings(model)

@@ -4,6 +4,10 @@ The body (embeddings and every transformer layer) runs under ``torch.no_grad``: 
 kept for backward, so a backprop step costs little more than inference. When the head is tied to
 the input embedding (OPT, RoBERTa) the shared matrix trains, as in the original, unless
 ``method.untie_head=true`` gives the head its own copy first.
+
+Sequence classifiers (``model.kind=seq-cls``) have no vocabulary projection: head tuning trains
+their task head alone (BERT's ``classifier`` Linear, RoBERTa's ``classifier`` dense + out_proj),
+with the body (pooler included) again run without a graph.
 """
 
 from __future__ import annotations
@@ -13,17 +17,19 @@ import functools
 import torch
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import Named, freeze_all, head_of, trainable, untie_head
+from zoft.methods.common import MethodError, Named, freeze_all, head_of, trainable, untie_head
 from zoft.methods.registry import register_method
+from zoft.methods.seqcls import classification_head, is_seq_cls, unfreeze_head
 
 
-def run_body_without_graph(model: torch.nn.Module) -> None:
+def run_body_without_graph(model: torch.nn.Module, head: torch.nn.Module | None = None) -> None:
     """Everything before the vocabulary projection runs with autograd off (idempotent).
 
     The model's forward runs with grad disabled; a pre-hook on the head switches grad back to the
     caller's mode for the projection alone. (Wrapping the body module is not enough: OPT's
     causal-LM forward calls ``model.decoder`` directly.) ``functools.wraps`` keeps the forward's
     signature visible to ``inspect``, which objectives use to pass ``position_ids``.
+    ``head`` is the module whose forward gets the graph back (default: the vocabulary projection).
     """
     if getattr(model, "_zoft_no_grad_body", False):
         return
@@ -43,7 +49,7 @@ def run_body_without_graph(model: torch.nn.Module) -> None:
         torch.set_grad_enabled(caller_grad[0])
 
     model.forward = forward_without_body_graph
-    head_of(model).register_forward_pre_hook(head_pre_hook)
+    (head if head is not None else head_of(model)).register_forward_pre_hook(head_pre_hook)
     model._zoft_no_grad_body = True
 
 
@@ -55,8 +61,15 @@ def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 @register_method("head")
 def apply_head(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
-    """Freeze everything but the LM head; the body builds no autograd graph."""
+    """Freeze everything but the LM head (seq-cls: the task head); the body builds no graph."""
     freeze_all(model)
+    if is_seq_cls(model):
+        if cfg.untie_head:
+            raise MethodError(f"method.untie_head=true but {type(model).__name__} has no tied vocabulary head; "
+                              "set it to false (head tuning trains the classification head)")
+        unfreeze_head(model)
+        run_body_without_graph(model, classification_head(model))
+        return trainable(model)
     if cfg.untie_head:
         untie_head(model)
     for p in head_parameters(model):

@@ -8,6 +8,11 @@ default, since the ``multi_class`` argument was removed, MEZO_SPEC 7.18) fits th
 intercept exactly when the head has a bias (RoBERTa yes, OPT/LLaMA no). The coefficients overwrite
 the head rows of the classes (binary: -w/2 and +w/2), and the intercepts the bias entries.
 
+Sequence classifiers (``model.kind=seq-cls``, the ``cls-head`` objective) have no vocabulary
+head: the features are the input of the task head's last Linear (BERT: the pooler's output;
+RoBERTa: ``tanh(dense(<s>))``), the targets the class indices, and the fit overwrites that Linear
+(weight and bias), so the model then predicts exactly as the fitted classifier.
+
 ``method.lp_then=<optimizer>`` keeps training afterwards with every parameter trainable (the
 paper's LP-MeZO with ``optimizer=mezo``); otherwise the fit is the whole of training.
 """
@@ -24,15 +29,22 @@ import torch
 from zoft.config.schema import MethodConfig
 from zoft.methods.common import MethodError, Named, freeze_all, head_of, trainable, untie_head
 from zoft.methods.registry import PRE_TRAINING, register_method
+from zoft.methods.seqcls import classifier_linear, is_seq_cls
 
 log = logging.getLogger(__name__)
 
 
+def probed_layer(model: torch.nn.Module) -> torch.nn.Linear:
+    """The Linear whose rows the probe overwrites: the vocabulary projection, or for a sequence
+    classifier the last Linear of its task head."""
+    return classifier_linear(model) if is_seq_cls(model) else head_of(model)
+
+
 class _HeadInput:
-    """Context manager that records the input of the vocabulary projection."""
+    """Context manager that records the input of the probed Linear (see :func:`probed_layer`)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.head = head_of(model)
+        self.head = probed_layer(model)
         self.captured: list[torch.Tensor] = []
 
     def __enter__(self) -> "_HeadInput":
@@ -52,6 +64,19 @@ def masked_features(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         model(input_ids=input_ids, attention_mask=attention_mask)
     states = rec.captured[-1]  # (rows, T, hidden)
     return states[torch.arange(states.shape[0], device=states.device), mask_positions]
+
+
+@torch.inference_mode()
+def head_input_features(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """The probed Linear's input for one batch of a sequence classifier: (rows, hidden)."""
+    with _HeadInput(model) as rec:
+        model(**inputs)
+    states = rec.captured[-1]
+    # Every transformers classifier head reads one vector per row; guard against a layout change.
+    if states.dim() != 2:
+        raise MethodError(f"the classification head of {type(model).__name__} reads a {tuple(states.shape)} "
+                          "tensor; linear probing expects one feature vector per example")
+    return states
 
 
 @torch.inference_mode()
@@ -113,7 +138,7 @@ def write_back(model: torch.nn.Module, classes: np.ndarray, coef: np.ndarray, in
     sklearn's binary fit has one vector w (for classes[1]); rows become -w/2 and +w/2, which
     gives the same softmax over the two rows.
     """
-    head = head_of(model)
+    head = probed_layer(model)
     if coef.shape[0] == 1 and len(classes) == 2:
         coef = np.concatenate([-coef / 2, coef / 2])
         intercept = None if intercept is None else np.concatenate([-intercept / 2, intercept / 2])
@@ -125,8 +150,9 @@ def write_back(model: torch.nn.Module, classes: np.ndarray, coef: np.ndarray, in
 
 def linear_probe(model: torch.nn.Module, features: torch.Tensor, targets: torch.Tensor,
                  early_stopping: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Fit the head rows of the target tokens on (features, targets) and write them back."""
-    head = head_of(model)
+    """Fit the head rows of the target tokens (seq-cls: classes) on (features, targets) and write
+    them back."""
+    head = probed_layer(model)
     fit_intercept = head.bias is not None
     clf = fit_logistic(features.numpy(), targets.numpy(), fit_intercept, early_stopping, seed)
     intercept = clf.intercept_ if fit_intercept else None
@@ -153,7 +179,10 @@ def pre_training_fit(loaded, objective, train_items, cfg: MethodConfig) -> dict[
 @register_method("linear-probe")
 def apply_linear_probe(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """The fit writes the head (untied first with ``untie_head``); with ``lp_then`` every
-    parameter trains afterwards, else only the head counts as trainable."""
+    parameter trains afterwards, else only the probed Linear counts as trainable."""
+    if cfg.untie_head and is_seq_cls(model):
+        raise MethodError(f"method.untie_head=true but {type(model).__name__} has no tied vocabulary head; "
+                          "set it to false")
     if cfg.untie_head:
         untie_head(model)
     if cfg.lp_then:
@@ -161,7 +190,7 @@ def apply_linear_probe(model: torch.nn.Module, cfg: MethodConfig, family: str) -
             p.requires_grad_(True)
         return trainable(model)
     freeze_all(model)
-    head = head_of(model)
+    head = probed_layer(model)
     for p in (head.weight, head.bias):
         if p is not None:
             p.requires_grad_(True)

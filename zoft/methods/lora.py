@@ -6,6 +6,10 @@ model keeps its own class and forward signature (``peft.inject_adapter_in_model`
 ``PeftModel`` wrapper), so every objective calls it exactly as the plain model. peft's LoRA layers
 never merge on ``eval()`` (merging is an explicit call), unlike loralib 0.1.2, whose merge on
 ``eval()`` made the original RoBERTa MeZO-LoRA learn nothing (MEZO_SPEC 7.20).
+
+On a sequence classifier (``model.kind=seq-cls``) the freshly initialised task head trains too,
+as peft's ``SEQ_CLS`` task type does (``modules_to_save``); the head is trained in place, as the
+base weights are frozen anyway and no copy is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from zoft.config.schema import MethodConfig
 from zoft.methods.common import MethodError, Named, freeze_all, trainable
 from zoft.methods.registry import register_method
+from zoft.methods.seqcls import is_seq_cls, unfreeze_head
 
 # Attention projections that LoRA adapts, per model family.
 LORA_TARGETS = {
@@ -41,7 +46,8 @@ def lora_config(cfg: MethodConfig, family: str) -> LoraConfig:
 
 @register_method("lora", families=tuple(LORA_TARGETS), adapter=True)
 def apply_lora(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
-    """Inject LoRA into the q/v projections; only ``lora_A``/``lora_B`` train."""
+    """Inject LoRA into the q/v projections; ``lora_A``/``lora_B`` train (plus the task head of a
+    sequence classifier)."""
     freeze_all(model)
     dtype = next(model.parameters()).dtype
     inject_adapter_in_model(lora_config(cfg, family), model)
@@ -53,4 +59,6 @@ def apply_lora(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
         # crashed on the mixed-dtype matmul, MEZO_SPEC 7.10).
         p.data = p.data.to(dtype)
         p.requires_grad_(True)
+    if is_seq_cls(model):
+        unfreeze_head(model)
     return trainable(model)

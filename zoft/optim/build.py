@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from zoft.config.schema import OptimizerConfig
+from zoft.optim.estimators import (FZOO, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
+                                   ZOMomentum, ZOSign)
 from zoft.optim.mezo import MeZO, ZOFirstOrder
+from zoft.optim.registry import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "adam", "mezo", "mezo-adam", "mezo-sgd")
-ZEROTH_ORDER = ("mezo", "mezo-adam", "mezo-sgd")
 SCHEDULERS = ("constant", "linear")
 # Parameters whose names contain these get no weight decay (biases and normalisation weights,
 # including LLaMA-style "norm" modules that the original's substring list misses).
@@ -26,28 +27,88 @@ def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: 
     return [g for g in groups if g["params"]]
 
 
+def _zo_settings(cfg: OptimizerConfig, seed: int, model: Optional[torch.nn.Module]) -> dict:
+    """The seeded-direction engine's settings shared by every zeroth-order optimizer."""
+    return dict(eps=cfg.eps, n_directions=cfg.n_directions, direction=cfg.direction,
+                seed=cfg.zo_seed if cfg.zo_seed is not None else seed, perturbation=cfg.perturbation, model=model)
+
+
+def _sgd(cfg, groups, seed, model):
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _adam(cfg, groups, seed, model):
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+
+
+def _mezo(cfg, groups, seed, model):
+    return MeZO(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+
+
+def _zo_first_order(cfg, groups, seed, model):
+    # MeZO-Adam / ZO-SGD with momentum: the ZO estimate goes through .grad (medium_models'
+    # --zero_order_use_trainer_optim).
+    return ZOFirstOrder(groups, inner=cfg.name.split("-", 1)[1], lr=cfg.lr, betas=tuple(cfg.betas),
+                        adam_eps=cfg.adam_eps, momentum=cfg.momentum, **_zo_settings(cfg, seed, model))
+
+
+def _zo_sign(cfg, groups, seed, model):
+    return ZOSign(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+
+
+def _zo_momentum(cfg, groups, seed, model):
+    return ZOMomentum(groups, lr=cfg.lr, momentum=cfg.momentum, **_zo_settings(cfg, seed, model))
+
+
+def _zo_conservative(cfg, groups, seed, model):
+    return ZOConservative(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+
+
+def _fzoo(cfg, groups, seed, model):
+    return FZOO(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+
+
+def _hizoo(cfg, groups, seed, model):
+    return HiZOO(groups, lr=cfg.lr, hessian_smooth=cfg.hessian_smooth, **_zo_settings(cfg, seed, model))
+
+
+def _sparse_mezo(cfg, groups, seed, model):
+    return SparseMeZO(groups, lr=cfg.lr, sparsity=cfg.sparsity, **_zo_settings(cfg, seed, model))
+
+
+def _one_point(cfg, groups, seed, model):
+    return OnePointZO(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+
+
+def _nspsa(cfg, groups, seed, model):
+    return ScheduledSPSA(groups, lr=cfg.lr, sample_scheduler=cfg.sample_scheduler, total_steps=cfg.sample_steps,
+                         scale_lr_with_samples=cfg.scale_lr_with_samples, **_zo_settings(cfg, seed, model))
+
+
+def _low_rank(cfg, groups, seed, model):
+    return LowRankZO(groups, kind=cfg.name, rank=cfg.lowrank_rank, interval=cfg.lowrank_interval, lr=cfg.lr,
+                     **_zo_settings(cfg, seed, model))
+
+
+# One constructor per registered optimizer (zoft.optim.registry), called as
+# fn(cfg, param_groups, seed, model).
+BUILDERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "mezo": _mezo,
+                                 "mezo-adam": _zo_first_order, "mezo-sgd": _zo_first_order,
+                                 "zo-sgd-sign": _zo_sign, "zo-sgd-mmt": _zo_momentum,
+                                 "zo-sgd-cons": _zo_conservative, "fzoo": _fzoo, "hizoo": _hizoo,
+                                 "sparse-mezo": _sparse_mezo, "mezo-one-point": _one_point,
+                                 "mezo-nspsa": _nspsa, "lozo": _low_rank, "subzero": _low_rank}
+
+
 def build_optimizer(cfg: OptimizerConfig, named: Sequence[tuple[str, torch.nn.Parameter]], seed: int,
                     model: Optional[torch.nn.Module] = None) -> torch.optim.Optimizer:
     """``named`` are the trainable (name, parameter) pairs chosen by the method; ``model`` (the
     module using them) lets MeZO perturb fp16/bf16 weights exactly (shadow perturbation)."""
     if not named:
         raise ValueError("the method left no trainable parameters; nothing to optimise")
-    groups = param_groups(named, cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.name == "adam":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
-    if cfg.name in ZEROTH_ORDER:
-        zo = dict(eps=cfg.eps, n_directions=cfg.n_directions, direction=cfg.direction,
-                  seed=cfg.zo_seed if cfg.zo_seed is not None else seed,
-                  perturbation=getattr(cfg, "perturbation", "auto"),
-                  model=model)
-        if cfg.name == "mezo":
-            return MeZO(groups, lr=cfg.lr, **zo)
-        # MeZO-Adam / ZO-SGD with momentum: the ZO estimate goes through .grad (MEZO_SPEC 5.5).
-        return ZOFirstOrder(groups, inner=cfg.name.split("-", 1)[1], lr=cfg.lr, betas=tuple(cfg.betas),
-                            adam_eps=cfg.adam_eps, momentum=cfg.momentum, **zo)
-    raise ValueError(f"optimizer.name={cfg.name!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.name not in BUILDERS:
+        raise ValueError(f"optimizer.name={cfg.name!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
+    return BUILDERS[cfg.name](cfg, param_groups(named, cfg.weight_decay), seed, model)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int = 0) -> LambdaLR:

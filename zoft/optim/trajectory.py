@@ -59,9 +59,12 @@ class TrajectoryWriter:
                  config: Optional[dict] = None, resume: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.n = optimizer.n_directions
+        # Scalars per record: the projected gradients (one per direction), or the estimator's own
+        # ``record_width`` scalars (HiZOO: g and its curvature term; scheduled n-SPSA: the largest n).
+        self.n = getattr(optimizer, "record_width", optimizer.n_directions)
         self._record = struct.Struct(f"<Id{self.n}f")
         header = {"format": 1, "optimizer": optimizer.describe(), "names": list(names or []),
+                  "record_width": self.n,
                   "config": config or {}, "start_step": optimizer.step_count,
                   "checksum": weights_checksum(p for g in optimizer.param_groups for p in g["params"])}
         blob = json.dumps(header, default=str).encode()
@@ -116,7 +119,7 @@ def read_trajectory(path: Path | str) -> Trajectory:
         raise TrajectoryError(f"{str(path)!r} is not a zoft trajectory (bad magic {data[:8]!r})")
     (size,) = struct.unpack_from("<I", data, 8)
     header = json.loads(data[12:12 + size].decode())
-    n = header["optimizer"]["n_directions"]
+    n = header.get("record_width", header["optimizer"]["n_directions"])
     rec = struct.Struct(f"<Id{n}f")
     body = memoryview(data)[12 + size:]
     count = len(body) // rec.size

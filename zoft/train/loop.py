@@ -30,6 +30,7 @@ from zoft.optim.build import is_zeroth_order
 from zoft.errors import DivergenceError, Preempted
 from zoft.outputs import MetricsLog, read_jsonl_tolerant, save_tensors, write_jsonl
 from zoft.train.checkpoint import CHECKPOINT_NAME, LoopState, load_checkpoint, save_checkpoint
+from zoft.train.precision import LossScaler, PrecisionPlan
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,15 @@ def total_steps(cfg: TrainerConfig, num_train: int) -> int:
     return cfg.max_steps
 
 
+def eval_interval(cfg: TrainerConfig, steps: int) -> int:
+    """Steps between dev evaluations (0: only at the end): ``eval_steps`` when set, else
+    ``num_evals`` evaluations spread evenly over the ``steps`` of training. With ``num_epochs``
+    epochs and ``num_evals == num_epochs`` that is exactly once per epoch."""
+    if cfg.eval_steps is not None:
+        return cfg.eval_steps
+    return math.ceil(steps / cfg.num_evals) if cfg.num_evals and steps else 0
+
+
 def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> list[int]:
     """Indices of the batch of 0-based ``step``: epoch ``e`` is a permutation seeded by
     (seed, e), cut into batches (the last one short). A pure function of the step, so a resumed
@@ -69,7 +79,7 @@ def is_better(value: float, best: Optional[float], select_by: str) -> bool:
 
 
 class Trainer:
-    """Runs ``cfg.max_steps`` optimizer steps, evaluates on dev every ``eval_steps``, keeps the
+    """Runs ``cfg.max_steps`` optimizer steps, evaluates on dev every :func:`eval_interval`, keeps the
     best trainable weights on disk, and restores them at the end."""
 
     def __init__(
@@ -85,6 +95,7 @@ class Trainer:
         max_grad_norm: Optional[float] = None,
         on_log: Optional[Callable[[dict], None]] = None,
         parallel: Optional[Parallel] = None,
+        precision: Optional[PrecisionPlan] = None,
     ) -> None:
         self.model = model
         self.objective = objective
@@ -100,6 +111,11 @@ class Trainer:
         self.zeroth_order = is_zeroth_order(optimizer)
         # Clipping applies to backprop gradients only (MeZO has no .grad).
         self.max_grad_norm = None if self.zeroth_order else max_grad_norm
+        # Forward passes autocast when the precision plan says so (fp32 master weights, "amp");
+        # fp16 autocast of backprop also needs loss scaling.
+        self.precision = precision or PrecisionPlan("float32", None)
+        self.device = next(iter(p for _, p in self.trainable), torch.empty(0)).device
+        self.scaler = LossScaler() if self.precision.autocast_dtype == torch.float16 and not self.zeroth_order else None
         self.best_path = self.run_dir / "checkpoints" / "best_trainable.pt"
         self.last_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
 
@@ -119,7 +135,7 @@ class Trainer:
 
         if self.zeroth_order:
             def zo_closure() -> torch.Tensor:
-                with torch.inference_mode():
+                with torch.inference_mode(), self.precision.autocast(self.device):
                     local_loss = sum((w * self.objective.loss(self.model, mb).float().item()
                                       for w, mb in zip(weights, micro)), 0.0)
                 # Data-parallel MeZO: the only communication is this scalar.
@@ -135,12 +151,16 @@ class Trainer:
         def fo_closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             total = 0.0
+            scale = self.scaler.scale if self.scaler else 1.0
             for i, (w, mb) in enumerate(zip(weights, micro)):
-                with par.grad_sync(last_micro_batch=i == len(micro) - 1), par.autocast():
+                with par.grad_sync(last_micro_batch=i == len(micro) - 1), par.autocast(), \
+                        self.precision.autocast(self.device):
                     loss = self.objective.loss(model, mb) * w
-                    (loss * par.grad_scale).backward()
+                    (loss * (par.grad_scale * scale)).backward()
                 total += loss.item()
-            if self.max_grad_norm:
+            if self.scaler and not self.scaler.unscale_or_skip(params):
+                log.warning("fp16 gradients overflowed; step skipped, loss scale now %g", self.scaler.scale)
+            elif self.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             return torch.tensor(par.all_reduce_sum(total), dtype=torch.float64)
         return fo_closure
@@ -236,6 +256,7 @@ class Trainer:
     def fit(self, train_items: Sequence, dev_items: Sequence, resume: bool = False) -> TrainResult:
         cfg = self.cfg
         steps = total_steps(cfg, len(train_items))
+        every = eval_interval(cfg, steps)
         metrics_path = self.run_dir / "metrics.jsonl"
         state = self._resume(metrics_path) if resume else LoopState()
         metrics_log = MetricsLog(metrics_path) if self.parallel.is_main else _NoLog()
@@ -284,7 +305,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{loss_value:.4f}")
                         if self.on_log:
                             self.on_log(row)
-                    if dev_items and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == steps):
+                    if dev_items and ((every and step % every == 0) or step == steps):
                         result = self.evaluate_dev(dev_items)
                         self.model.train(not self.zeroth_order)
                         value = result.metrics[key]

@@ -1,0 +1,220 @@
+"""Training protocols as data: the table in ``conf/protocol/<name>.yaml`` and how a run reads it.
+
+A run is keyed by (model family, optimizer, method, task, tiny). Every row of the table whose
+``when`` matches the key applies, in file order, so general rows come first and specific rows
+refine them. The config files write protocol fields as ``${protocol:trainer.max_steps}``; the
+``protocol`` resolver below looks the value up, so ``python train.py ... --cfg job --resolve``
+shows what a command runs. A value set anywhere else (the command line, an experiment preset,
+a sweep file) replaces the interpolation and therefore always wins over the table.
+
+:func:`describe` reports, for each protocol field, the value that runs and where it came from
+(the table row's source, a preset, or the command line); :func:`settle` turns the lazy table
+lookups into plain values once, at the start of a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from zoft.errors import ZoftUserError
+from zoft.optim.registry import is_zeroth_order_name
+
+# The fields a protocol decides, with the words the protocol block uses for them.
+FIELDS: dict[str, str] = {
+    "trainer.max_steps": "steps",
+    "trainer.num_epochs": "epochs",
+    "trainer.batch_size": "batch",
+    "optimizer.lr": "lr",
+    "optimizer.eps": "eps",
+    "optimizer.weight_decay": "weight decay",
+    "trainer.lr_scheduler": "schedule",
+    "trainer.num_evals": "evaluations",
+    "trainer.select_by": "selection",
+    "trainer.precision": "precision",
+}
+# Keys a row's ``when`` may test.
+MATCH_KEYS = ("family", "optimizer", "method", "task", "tiny")
+
+
+class ProtocolError(ZoftUserError, ValueError):
+    """The protocol table is malformed or has no value for a field a run needs."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What the protocol table is keyed by."""
+
+    family: str  # causal (OPT, LLaMA) | masked (RoBERTa/BERT, masked-LM or seq-cls head)
+    optimizer: str
+    zeroth_order: bool
+    method: str
+    task: str
+    tiny: bool  # a model built in code (no model.path): demo-sized budgets
+
+    def label(self) -> str:
+        size = ", tiny model" if self.tiny else ""
+        return f"method={self.method} optimizer={self.optimizer} family={self.family}{size}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One protocol field of a run: the value that runs and where it came from."""
+
+    field: str
+    value: Any
+    source: str  # "table: <row source>", "command line", or "preset"
+    grid: Optional[list] = None
+
+
+def run_key(cfg: DictConfig) -> RunKey:
+    """The table key of a composed config (reads only plain, non-protocol fields)."""
+    kind = cfg.model.kind
+    return RunKey(
+        family="causal" if kind == "causal" else "masked",
+        optimizer=str(cfg.optimizer.name),
+        zeroth_order=is_zeroth_order_name(str(cfg.optimizer.name)),
+        method=str(cfg.method.name),
+        task=str(cfg.task.name),
+        tiny=cfg.model.path is None,
+    )
+
+
+def _matches_one(key: str, wanted: Any, run: RunKey) -> bool:
+    options = list(wanted) if isinstance(wanted, (list, tuple)) or OmegaConf.is_list(wanted) else [wanted]
+    if key == "optimizer":
+        kinds = {"zeroth-order": run.zeroth_order, "first-order": not run.zeroth_order}
+        return any(kinds[o] if o in kinds else o == run.optimizer for o in options)
+    if key == "tiny":
+        return run.tiny in [bool(o) for o in options]
+    return getattr(run, key) in options
+
+
+def row_matches(when: Any, run: RunKey) -> bool:
+    """True when every condition of ``when`` holds for ``run``."""
+    for key, wanted in when.items():
+        if key not in MATCH_KEYS:
+            raise ProtocolError(f"protocol row condition {key!r} is not valid; use {', '.join(MATCH_KEYS)}")
+        if not _matches_one(key, wanted, run):
+            return False
+    return True
+
+
+def _get(values: Any, field: str) -> tuple[bool, Any]:
+    group, name = field.split(".", 1)
+    node = values.get(group) if values is not None else None
+    if node is None or name not in node:
+        return False, None
+    return True, node[name]
+
+
+def lookup(rows: Sequence[Any], run: RunKey, field: str) -> tuple[Any, str, Optional[list]]:
+    """(value, source, grid) of ``field`` for ``run``: the last matching row that sets it wins."""
+    found, value, source, grid = False, None, "", None
+    for row in rows:
+        if not row_matches(row["when"], run):
+            continue
+        has, row_value = _get(row["values"], field)
+        if has:
+            found, value, source = True, row_value, row["source"]
+            grid = None  # a grid belongs to the value of its own row
+        if row["grid"] and field in row["grid"]:
+            grid = list(row["grid"][field])
+    if not found:
+        raise ProtocolError(f"the protocol table has no value of {field} for {run.label()}; "
+                            f"set {field}=... on the command line, or add a row to conf/protocol/")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    return value, source, grid
+
+
+def protocol_value(field: str, *, _root_: DictConfig) -> Any:
+    """The ``protocol`` resolver: ``${protocol:trainer.max_steps}`` in a config file."""
+    return lookup(_root_.protocol.rows, run_key(_root_), field)[0]
+
+
+def _is_from_table(cfg: DictConfig, field: str) -> bool:
+    group, name = field.split(".", 1)
+    node = cfg[group]
+    return name in node and OmegaConf.is_interpolation(node, name) and "protocol:" in str(
+        OmegaConf.to_container(node, resolve=False)[name])
+
+
+def _typed_keys(typed: Sequence[str]) -> set[str]:
+    """Config keys set on the command line (``a.b=1``, ``+a.b=1``, ``++a.b=1``)."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in typed if "=" in o}
+
+
+def describe(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Entry]:
+    """Every protocol field of ``cfg`` with its value and origin (before :func:`settle`).
+
+    ``typed``: the command line's overrides; a value not from the table is "command line" when
+    typed there, else "preset" (an experiment, method preset or sweep file). Without a command
+    line (``typed=None``: composed in code) such a value is just "set".
+    """
+    run, typed_keys, entries = run_key(cfg), _typed_keys(typed or ()), []
+    for field in FIELDS:
+        if field == "optimizer.eps" and not run.zeroth_order:
+            continue
+        group, name = field.split(".", 1)
+        if name not in cfg[group]:
+            continue
+        if _is_from_table(cfg, field):
+            value, source, grid = lookup(cfg.protocol.rows, run, field)
+            entries.append(Entry(field, value, f"table: {source}", grid))
+        else:
+            origin = "set" if typed is None else "command line" if field in typed_keys else "preset"
+            entries.append(Entry(field, OmegaConf.select(cfg, field), origin))
+    return entries
+
+
+def settle(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Entry]:
+    """Replace the table lookups of ``cfg`` by plain values and return :func:`describe`'s list.
+
+    A run length or evaluation cadence set explicitly replaces the table's other spelling of it:
+    ``trainer.max_steps`` set by you drops the table's ``num_epochs``, and ``trainer.eval_steps``
+    set by you makes ``num_evals`` irrelevant (it is left as is).
+    """
+    entries = describe(cfg, typed)
+    by_field = {e.field: e for e in entries}
+    steps, epochs = by_field.get("trainer.max_steps"), by_field.get("trainer.num_epochs")
+    if steps and epochs and not steps.source.startswith("table") and epochs.source.startswith("table"):
+        cfg.trainer.num_epochs = None
+        by_field["trainer.num_epochs"] = Entry("trainer.num_epochs", None, f"{steps.source} (trainer.max_steps set)")
+    OmegaConf.resolve(cfg)
+    return [by_field[e.field] for e in entries]
+
+
+def format_block(cfg: DictConfig, entries: Sequence[Entry]) -> str:
+    """The protocol block printed before training: one line per field, with its origin."""
+    lines = [f"protocol ({cfg.protocol.name}) for {run_key(cfg).label()}:"]
+    epochs = next((e.value for e in entries if e.field == "trainer.num_epochs"), None)
+    for e in entries:
+        if (e.field == "trainer.num_epochs" and e.value is None) or (e.field == "trainer.max_steps" and epochs):
+            continue  # the run length is given once: epochs when set, else steps
+        value = "-" if e.value is None else e.value
+        grid = f"  grid {', '.join(map(str, e.grid))}" if e.grid else ""
+        lines.append(f"  {FIELDS[e.field]:<13}{str(value):<10}{e.source}{grid}")
+    if cfg.trainer.get("eval_steps") is not None:
+        lines.append(f"  {'eval every':<13}{cfg.trainer.eval_steps:<10}steps (trainer.eval_steps)")
+    return "\n".join(lines)
+
+
+def as_record(entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:
+    """The ``protocol`` section of results.json: field -> value, source (and grid)."""
+    record: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        record[e.field] = {"value": e.value, "source": e.source}
+        if e.grid:
+            record[e.field]["grid"] = e.grid
+    return record
+
+
+def typed_overrides() -> Optional[list[str]]:
+    """The overrides typed on the command line of this Hydra job (None outside a Hydra app)."""
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return None

@@ -1,0 +1,15 @@
+"""Zeroth-order estimators beyond MeZO, each a ``torch.optim.Optimizer`` on zoft's seeded-direction
+engine (:mod:`zoft.optim.directions`): usable like :class:`zoft.optim.MeZO` in zoft's loop
+(``optimizer=<name>``) or in a loop of one's own (``opt.step(closure)``)."""
+
+from zoft.optim.estimators.conservative import ZOConservative
+from zoft.optim.estimators.fzoo import FZOO
+from zoft.optim.estimators.hizoo import HiZOO
+from zoft.optim.estimators.lowrank import LowRankZO
+from zoft.optim.estimators.momentum import ZOMomentum
+from zoft.optim.estimators.nspsa import ScheduledSPSA
+from zoft.optim.estimators.one_point import OnePointZO
+from zoft.optim.estimators.sign import ZOSign
+from zoft.optim.estimators.sparse import SparseMeZO
+
+__all__ = ["FZOO", "HiZOO", "LowRankZO", "OnePointZO", "ScheduledSPSA", "SparseMeZO", "ZOConservative", "ZOMomentum", "ZOSign"]

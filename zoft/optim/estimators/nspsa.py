@@ -1,0 +1,91 @@
+"""n-SPSA with the sample scheduler of the MeZO paper (Malladi et al., 2023, Appendix; original
+``--zero_order_sample_scheduler`` and ``--scale_lr_with_samples``).
+
+At step t (0-based) the number of directions is::
+
+    constant: n_t = n
+    linear:   n_t = max(1, int(t / T * n))        (T = ``total_steps``)
+
+and the update is MeZO's with those directions::
+
+    theta <- theta - lr * (s_t * sum_{k<n_t} g_k z_k + weight_decay * theta),
+    s_t = 1 / n_t, or 1 with ``scale_lr_with_samples`` (the LR grows with n_t).
+
+``n_directions`` is n_t of the step last taken (the loop counts 2 n_t forward passes); the
+trajectory records ``n`` values per step (unused ones 0) and stays replayable.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+from zoft.optim.mezo import MeZO
+
+SCHEDULES = ("constant", "linear")
+
+
+def samples_at(step: int, n: int, schedule: str, total_steps: Optional[int]) -> int:
+    """n_t of the MeZO sample scheduler."""
+    if schedule == "constant":
+        return n
+    return max(1, int(step / total_steps * n))
+
+
+class ScheduledSPSA(MeZO):
+    """MeZO with a schedule on the number of directions (``optimizer=mezo-nspsa``).
+
+    Args (besides :class:`zoft.optim.MeZO`'s): n_directions: n, the largest count;
+    sample_scheduler: ``constant`` or ``linear``; total_steps: T (needed by ``linear``);
+    scale_lr_with_samples: sum the n_t estimates instead of averaging them.
+    """
+
+    def __init__(self, params: Iterable, n_directions: int = 4, sample_scheduler: str = "constant",
+                 total_steps: Optional[int] = None, scale_lr_with_samples: bool = False, **kwargs) -> None:
+        if sample_scheduler not in SCHEDULES:
+            raise ValueError(f"sample_scheduler={sample_scheduler!r}; valid: {', '.join(SCHEDULES)}")
+        if sample_scheduler == "linear" and not (total_steps and total_steps > 0):
+            raise ValueError("the linear sample scheduler needs total_steps > 0 (optimizer.sample_steps)")
+        super().__init__(params, n_directions=n_directions, **kwargs)
+        self.max_directions = int(n_directions)
+        self.record_width = self.max_directions
+        self.sample_scheduler = sample_scheduler
+        self.total_steps = total_steps
+        self.scale_lr_with_samples = bool(scale_lr_with_samples)
+        self.n_directions = self.samples(self.step_count)
+
+    def samples(self, step: int) -> int:
+        return samples_at(step, self.max_directions, self.sample_scheduler, self.total_steps)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "n_directions": self.max_directions, "rule": "n-spsa",
+                "sample_scheduler": self.sample_scheduler, "total_steps": self.total_steps,
+                "scale_lr_with_samples": self.scale_lr_with_samples}
+
+    def _update(self, step: int, grads: Sequence[float]) -> None:
+        if self.scale_lr_with_samples:  # MeZO averages (divides by n_t); undo it
+            grads = [g * len(grads) for g in grads]
+        super()._update(step, grads)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable] = None, *,
+             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
+        """One step with n_t directions; ``projected_grads`` (n values, padded) replays one."""
+        step = self.step_count
+        self.n_directions = self.samples(step)
+        if projected_grads is not None:
+            projected_grads = list(projected_grads)[:self.n_directions]
+        writer, self.trajectory = self.trajectory, None  # MeZO would record n_t values
+        try:
+            loss = super().step(closure, projected_grads=projected_grads)
+        finally:
+            self.trajectory = writer
+        if writer is not None:
+            padded = list(self.last_projected_grads) + [0.0] * (self.max_directions - self.n_directions)
+            writer.record(step, self.param_groups[0]["lr"], padded)
+        return loss
+
+    def _load_zo_state(self, zo: Optional[dict]) -> None:
+        super()._load_zo_state(zo)
+        self.n_directions = self.samples(self.step_count)

@@ -1,0 +1,87 @@
+"""The optimizer registry: one record per ``optimizer=<name>`` option, carrying its properties.
+
+This is the only place that says which optimizers exist and which of them are zeroth-order
+(forward passes only, no ``.grad`` from backprop). Config validation, the protocol table, the
+LM-BFF checks and the Hugging Face ``Trainer`` integration all read these records. The module
+imports nothing heavy, so it can be read before torch is loaded; the constructors live in
+:mod:`zoft.optim.build`, keyed by the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OptimizerRecord:
+    """What zoft knows about one optimizer option.
+
+    ``zeroth_order``: the update comes from loss values only (MeZO and its successors), so it
+    also works with non-differentiable objectives and never builds an autograd graph.
+    ``parameter_state``: parameter-sized tensors the optimizer keeps (besides the weights), as
+    said in the memory tables; "none" means inference-level memory.
+    """
+
+    name: str
+    zeroth_order: bool
+    summary: str
+    parameter_state: str = "none"
+
+
+OPTIMIZERS: dict[str, OptimizerRecord] = {}
+
+
+def register_optimizer(record: OptimizerRecord) -> OptimizerRecord:
+    """Add ``record`` to the registry (a name may be registered once)."""
+    if record.name in OPTIMIZERS:
+        raise ValueError(f"optimizer {record.name!r} is registered twice")
+    OPTIMIZERS[record.name] = record
+    return record
+
+
+def optimizer_record(name: str) -> OptimizerRecord:
+    """The record of ``name``; a ``KeyError`` naming the valid options when there is none."""
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise KeyError(f"optimizer.name={name!r} is not valid; choose one of {', '.join(OPTIMIZERS)}") from None
+
+
+def zeroth_order_names() -> tuple[str, ...]:
+    """Every registered zeroth-order optimizer, in registration order."""
+    return tuple(name for name, record in OPTIMIZERS.items() if record.zeroth_order)
+
+
+def is_zeroth_order_name(name: str) -> bool:
+    """True when ``name`` is a registered zeroth-order optimizer."""
+    record = OPTIMIZERS.get(name)
+    return bool(record and record.zeroth_order)
+
+
+register_optimizer(OptimizerRecord("sgd", False, "torch.optim.SGD with backprop", "gradient (+ momentum buffer)"))
+register_optimizer(OptimizerRecord("adam", False, "torch.optim.AdamW with backprop (the paper's FT)",
+                                   "gradient + two moments"))
+register_optimizer(OptimizerRecord("mezo", True, "MeZO: zeroth-order SGD with seeded in-place perturbations"))
+register_optimizer(OptimizerRecord("mezo-adam", True, "the MeZO estimate fed to AdamW (paper Table 7)",
+                                   "gradient + two moments"))
+register_optimizer(OptimizerRecord("mezo-sgd", True, "the MeZO estimate fed to SGD with momentum",
+                                   "gradient + momentum buffer"))
+register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate"))
+register_optimizer(OptimizerRecord("zo-sgd-mmt", True, "ZO-SGD-MMT (ZO-Bench): heavy-ball momentum on the MeZO "
+                                   "estimate, buffer updated from the seeds", "momentum buffer"))
+register_optimizer(OptimizerRecord("zo-sgd-cons", True, "ZO-SGD-Cons (ZO-Bench): the MeZO step only if it lowers "
+                                   "the batch loss (2n+3 forward passes)"))
+register_optimizer(OptimizerRecord("fzoo", True, "FZOO: N one-sided Rademacher probes, step normalised by the "
+                                   "std of the N losses (N+1 forward passes)"))
+register_optimizer(OptimizerRecord("hizoo", True, "HiZOO: diagonal-Hessian-shaped perturbation and "
+                                   "preconditioned step (3 forward passes)", "diagonal Hessian (float32)"))
+register_optimizer(OptimizerRecord("sparse-mezo", True, "Sparse MeZO: MeZO on the small-magnitude weights "
+                                   "(mask recomputed per pass)"))
+register_optimizer(OptimizerRecord("mezo-one-point", True, "the MeZO paper's one-point (residual-feedback) "
+                                   "estimator, one forward pass per step"))
+register_optimizer(OptimizerRecord("mezo-nspsa", True, "n-SPSA with the MeZO paper's sample scheduler "
+                                   "(constant/linear n, scale_lr_with_samples)"))
+register_optimizer(OptimizerRecord("lozo", True, "LOZO: rank-r perturbations U V^T of each matrix, V redrawn "
+                                   "every nu steps", "factors only (r (m + n) per matrix)"))
+register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z V^T in random orthonormal "
+                                   "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)"))
