@@ -101,3 +101,78 @@ def test_masked_model_on_causal_task_is_rejected():
     cfg = compose_config(["model=tiny-roberta", "task=sst2"])
     with pytest.raises(ConfigError, match="causal-LM task but model 'tiny-roberta' is kind='masked'"):
         validate(cfg)
+
+
+# -- every option of every group (nested folders included) composes AND builds ---------------------
+TINY_OF = {("opt", "causal"): "tiny-opt", ("llama", "causal"): "tiny-llama", ("roberta", "masked"): "tiny-roberta",
+           ("roberta", "seq-cls"): "tiny-roberta-cls", ("bert", "seq-cls"): "tiny-roberta-cls"}
+
+
+def all_options() -> list[tuple[str, str]]:
+    """(group, option) for every yaml under conf/, recursively (sweeps excepted, see test_sweeps)."""
+    found = []
+    for path in sorted(CONF.rglob("*.yaml")):
+        rel = path.relative_to(CONF)
+        if rel.parts[0] in ("sweep",) or len(rel.parts) < 2:
+            continue
+        found.append(("/".join(rel.parts[:-1]), path.stem))
+    return found
+
+
+@pytest.fixture(scope="module")
+def kshot_data(tmp_path_factory):
+    from conftest import FIXTURES
+    from zoft.lmbff.catalog import LMBFF_TASKS
+    from zoft.lmbff.kshot import generate_kshot
+
+    root = tmp_path_factory.mktemp("kshot")
+    generate_kshot(LMBFF_TASKS["sst-2-kshot"], FIXTURES / "lmbff" / "SST-2", root, 4, [42])
+    return root
+
+
+def _buildable(group: str, option: str, kshot_root) -> list[str]:
+    """Overrides that make ``group=option`` runnable offline on a tiny model of its family."""
+    cfg = compose_config([f"{group}={option}"])
+    masked = cfg.task.name.endswith("-kshot") or cfg.model.kind != "causal" or option == "kernel"
+    overrides = [f"{group}={option}"]
+    if masked:
+        model = TINY_OF.get((cfg.model.family, cfg.model.kind), "tiny-roberta") if group == "model" else "tiny-roberta"
+        overrides += [f"model={model}", "task=sst-2-kshot", f"task.data_dir={kshot_root}", "task.k=4",
+                      "task.sample_seed=42"]
+    else:
+        overrides += ["task=demo"]
+        if cfg.model.path is not None:
+            overrides += [f"model={TINY_OF[(cfg.model.family, cfg.model.kind)]}"]
+    return overrides
+
+
+@pytest.mark.parametrize("group,option", all_options())
+def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot_data):
+    """The composed config settles its protocol, validates, and builds model, method, objective
+    and optimizer (what a run does before its first step)."""
+    from zoft.config.protocol import settle
+    from zoft.methods.registry import EVAL_ONLY, apply_method
+    from zoft.models.loader import load_model
+    from zoft.objectives.build import build_objective
+    from zoft.optim.build import build_optimizer
+    from zoft.tasks.base import get_task
+    from zoft.tasks.data import load_task_data
+
+    if group == "task" and option not in ("demo", "sst-2-kshot"):
+        pytest.skip("task loaders are built in tests/test_opt_tasks.py and test_lmbff_data.py on fixtures")
+    cfg = compose_config(_buildable(group, option, kshot_data) + ["task.num_train=8", "task.num_dev=4",
+                                                                  "task.num_test=4"])
+    settle(cfg)
+    validate(cfg)
+    spec = get_task(cfg.task.name)
+    data = load_task_data(spec, cfg.task)
+    num_labels = len(data.train[0].candidates) if cfg.model.kind == "seq-cls" else None
+    loaded = load_model(cfg.model, num_labels=num_labels, dtype="float32")
+    named = apply_method(loaded.model, cfg.method, loaded.family)
+    objective = build_objective(cfg, spec, loaded, data)
+    items = objective.prepare(data.train, train=True)
+    assert items
+    if cfg.method.name in EVAL_ONLY or cfg.optimizer.name == "kernel":
+        return
+    optimizer = build_optimizer(cfg.optimizer, named, seed=0, model=loaded.model)
+    assert isinstance(optimizer, __import__("torch").optim.Optimizer)

@@ -41,10 +41,12 @@ def assert_loss_falls(run_dir, drop=0.05):
     assert last < first - drop, (first, last)
 
 
-# A random tiny RoBERTa barely separates sentences at the mask / <s> state, so MeZO's progress in
-# a few hundred full-batch steps is small (but deterministic); Adam's is large.
+# A random tiny RoBERTa barely separates sentences at the mask / <s> state: its loss sits at ln 2
+# and MeZO's progress in a few hundred steps is ~1e-4 (measured over seeds and float32/float64),
+# too small to assert on any CPU. MeZO's run here checks the pipeline; that its steps descend is
+# shown exactly by test_a_mezo_step_descends_to_first_order below. Adam's drop is large.
 @pytest.mark.parametrize("model,objective", [("tiny-roberta", "mlm-prompt"), ("tiny-roberta-cls", "cls-head")])
-@pytest.mark.parametrize("optimizer,lr,steps,drop", [("adam", "3e-3", 40, 0.05), ("mezo", "1e-2", 300, 0.0)])
+@pytest.mark.parametrize("optimizer,lr,steps,drop", [("adam", "3e-3", 40, 0.05), ("mezo", "1e-2", 300, None)])
 def test_training_lowers_the_loss(kshot_root, tmp_path, model, objective, optimizer, lr, steps, drop):
     cfg = compose_config(overrides(kshot_root, tmp_path, f"model={model}", "method=ft", f"optimizer={optimizer}",
                                    f"optimizer.lr={lr}", f"trainer.max_steps={steps}", "trainer.batch_size=16",
@@ -53,7 +55,8 @@ def test_training_lowers_the_loss(kshot_root, tmp_path, model, objective, optimi
     assert results["status"] == "completed"
     assert results["data"]["sizes"] == {"train": 16, "dev": 16, "test": 24}
     assert 0 <= results["metrics"]["test_accuracy"] <= 1
-    assert_loss_falls(tmp_path, drop)
+    if drop is not None:
+        assert_loss_falls(tmp_path, drop)
     if optimizer == "mezo":
         assert results["training"]["forward_passes"] == 2 * steps
     preds = [json.loads(x) for x in (tmp_path / "predictions_test.jsonl").read_text().splitlines()]
@@ -207,3 +210,46 @@ def test_linear_probe_on_the_mask_state_fits_the_label_word_rows(kshot_root, tmp
     expected = float(-np.log(probs[np.arange(16), index]).mean())
     assert results["pre_training"]["train_loss"] == pytest.approx(expected, rel=1e-6)
     assert torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("kind", ["masked", "seq-cls"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_mezo_step_descends_to_first_order(kshot_root, kind, seed):
+    """A MeZO step moves theta by -lr * g * z with g ~ z . grad L, so its first-order change of
+    the loss, grad L . delta = -lr * g * (z . grad L), is <= 0 whatever z is drawn. In float64 with
+    a small step the actual change matches that prediction: MeZO descends on the LM-BFF objectives,
+    on any machine (no learning margin to tune)."""
+    import torch
+
+    from zoft.config.schema import ModelConfig
+    from zoft.lmbff.data import load_kshot_splits
+    from zoft.lmbff.template import PromptEncoder, encode_plain
+    from zoft.models.loader import load_model
+    from zoft.objectives.mlm import ClsHeadObjective, MlmPromptObjective
+    from zoft.optim import MeZO
+
+    task = LMBFF_TASKS["sst-2-kshot"]
+    loaded = load_model(ModelConfig(name="t", family="roberta", kind=kind, device="cpu"), num_labels=2)
+    model = loaded.model.double()
+    tok = loaded.tokenizer
+    common = dict(pad_id=tok.pad_token_id, device=torch.device("cpu"), metric="accuracy", report=(),
+                  show_progress=False)
+    if kind == "masked":
+        objective = MlmPromptObjective(PromptEncoder(tok, task.template, task.label_words), **common)
+    else:
+        objective = ClsHeadObjective(encode=lambda s: encode_plain(tok, s, 128), label_words=task.label_words, **common)
+    splits, _ = load_kshot_splits(task, str(kshot_root), 8, 42, task.label_words)
+    batch = objective.prepare(splits["train"], train=True)
+    params = list(model.parameters())
+    model.zero_grad()
+    before = objective.loss(model, batch)
+    before.backward()
+    grads = [p.grad.clone() for p in params]
+    start = [p.detach().clone() for p in params]
+    opt = MeZO(params, lr=1e-3, eps=1e-5, seed=seed)
+    with torch.no_grad():
+        opt.step(lambda: objective.loss(model, batch))
+        after = objective.loss(model, batch).item()
+    predicted = sum((g * (p.detach() - s0)).sum() for g, p, s0 in zip(grads, params, start)).item()
+    assert predicted < 0, predicted
+    assert after - before.item() == pytest.approx(predicted, rel=0.1), (after - before.item(), predicted)

@@ -78,6 +78,18 @@ GOLDEN = [
     (f"method=prompt {OPT13}", {**OPT_FT, "lr": 1e-5}),
     (f"method=ft optimizer=sgd {OPT13}", {**OPT_FT, "lr": 1e-4}),
     (f"method=ft optimizer=mezo-adam {OPT13}", {**OPT_MEZO, "lr": 1e-5}),
+    # The successor estimators: their authors' values on the family's MeZO schedule.
+    (f"method=ft optimizer=zo-sgd-sign {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # ZO-Bench
+    (f"method=ft optimizer=zo-sgd-mmt {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
+    (f"method=ft optimizer=zo-sgd-cons {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
+    (f"method=ft optimizer=fzoo {OPT13}", {**OPT_MEZO, "lr": 5e-5, "eps": 1e-4}),  # FZOO README
+    (f"method=ft optimizer=hizoo {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # HiZOO README
+    (f"method=lora optimizer=hizoo {OPT13}", {**OPT_MEZO, "lr": 1e-5, "eps": 1e-2}),
+    (f"method=ft optimizer=lozo {OPT13}", {**OPT_MEZO, "lr": 1e-7, "eps": 1e-3}),  # LOZO README
+    (f"method=prompt optimizer=subzero {OPT13}", {**OPT_MEZO, "lr": 1e-3, "eps": 1e-2}),  # SubZero README
+    (f"method=ft optimizer=sparse-mezo {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
+    (f"method=ft optimizer=mezo-one-point {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
+    (f"method=ft optimizer=mezo-nspsa {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
     # Tiny models: the family's protocol with demo-sized budgets.
     ("", {**OPT_MEZO, "steps": 2500, "lr": 2e-3}),  # the demo
     ("experiment=demo", {**OPT_MEZO, "steps": 2500, "lr": 2e-3}),

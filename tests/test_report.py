@@ -118,7 +118,7 @@ def test_joblib_multirun_with_failing_jobs_then_report_table_csv_and_plots(tmp_p
     sweep_dir = tmp_path / "mr"
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", "+sweep=opt-mezo", "model=tiny-opt", "launcher=joblib",
+        [sys.executable, str(ROOT / "train.py"), "-m", "+sweep=opt-mezo", "method=ft", "model=tiny-opt", "launcher=joblib",
          "optimizer=mezo,adam", "optimizer.lr=1e-3,-1", "task.sample_seed=1,2", "task.num_train=32",
          "task.num_dev=16", "task.num_test=16", "trainer.max_steps=20", "trainer.log_steps=2", "trainer.eval_steps=10",
          "trainer.batch_size=8", "trainer.progress_bar=false", "trainer.eval_before_training=false",

@@ -18,13 +18,20 @@ def train_losses(run_dir) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
+# Full-batch steps (batch 32 = the 32 training examples), so the logged loss is the training loss
+# itself and only the optimizer's own noise remains. The margins hold under any rounding: measured
+# on the demo's tiny-opt with 6 seeds x {float32 1 thread, float64 2 threads}, MeZO's drop
+# (first tenth vs last tenth of the losses) ranged 0.16-0.38, Adam's and SGD's were larger; the
+# test asks for 0.05. Another CPU's kernels round differently, which moves a run's trajectory as
+# a different seed would, so the seed spread is the spread a machine change can cause.
 @pytest.mark.parametrize(
     "optimizer,lr,steps",
-    [("sgd", "0.05", 200), ("adam", "3e-3", 200), ("mezo", "1e-3", 1000)],
+    [("sgd", "0.05", 200), ("adam", "3e-3", 200), ("mezo", "2e-3", 600)],
 )
 def test_each_optimizer_lowers_the_training_loss(tmp_path, optimizer, lr, steps):
     cfg = compose_config(FAST + [
         "method=ft", f"optimizer={optimizer}", f"optimizer.lr={lr}", f"trainer.max_steps={steps}",
+        "trainer.batch_size=32", "trainer.lr_scheduler=constant",
         "trainer.log_steps=1", "trainer.eval_steps=0", f"output_dir={tmp_path}",
     ])
     results = run(cfg)

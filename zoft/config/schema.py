@@ -122,7 +122,7 @@ class OptimizerConfig:
     hessian_smooth: float = 1.0e-8  # hizoo: EMA rate alpha of the diagonal Hessian
     sparsity: float = 0.75  # sparse-mezo: fraction of each weight matrix left unperturbed
     sample_scheduler: str = "constant"  # mezo-nspsa: constant | linear growth of n
-    sample_steps: Optional[int] = None  # mezo-nspsa: T of the linear schedule (null: trainer.max_steps)
+    sample_steps: Optional[int] = None  # mezo-nspsa: T of the linear schedule (its yaml: trainer.max_steps)
     scale_lr_with_samples: bool = False  # mezo-nspsa: sum the n estimates instead of averaging
     lowrank_rank: int = 2  # lozo / subzero: rank r of the matrix perturbations
     lowrank_interval: int = 50  # lozo: steps between redraws of V (nu); subzero: of U, V (T0)

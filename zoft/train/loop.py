@@ -165,6 +165,12 @@ class Trainer:
             return torch.tensor(par.all_reduce_sum(total), dtype=torch.float64)
         return fo_closure
 
+    def _forward_passes_per_step(self) -> int:
+        """Forward passes of the step just taken: an estimator that is not two-point SPSA (FZOO's
+        N+1, HiZOO's 3, one-point's 1) says so with ``forward_passes_per_step``."""
+        own = getattr(self.optimizer, "forward_passes_per_step", None)
+        return int(own) if own is not None else 2 * getattr(self.optimizer, "n_directions", 1)
+
     # -- checkpoints of the best weights -------------------------------------------------------
     def _save_best(self) -> None:
         state = self.parallel.full_state(self.trainable)  # every rank: a collective under FSDP
@@ -286,7 +292,7 @@ class Trainer:
                         bar.n = state.step
                         continue
                     state.step = step
-                    state.forward_passes += (2 * getattr(self.optimizer, "n_directions", 1)) if self.zeroth_order else 1
+                    state.forward_passes += self._forward_passes_per_step() if self.zeroth_order else 1
                     state.examples_seen += len(batch)
                     bar.update(1)
                     if step % max(cfg.log_steps, 1) == 0 or step == steps:

@@ -79,6 +79,8 @@ class TransformedSampler:
     up by ``index`` and chunk (HiZOO's diagonal Hessian). Subclasses implement :meth:`transform`.
     """
 
+    uses_weights = False  # transform reads x (then each chunk's weights are copied before the pass)
+
     def __init__(self, base: DirectionSampler) -> None:
         self.base = base
 
@@ -113,7 +115,8 @@ class TransformedSampler:
             beta, terms = meta[index]
             if src:
                 dst.copy_(src[0])
-            x = dst.clone() if any(t.alpha != 0.0 for t in terms) else dst  # weights before the pass
+            # the weights before the pass (a chunk-sized copy, only for transforms that read them)
+            x = dst.clone() if self.uses_weights and any(t.alpha != 0.0 for t in terms) else dst
             if beta == 0.0:
                 dst.zero_()
             elif beta != 1.0:

@@ -19,7 +19,7 @@ function of the weights).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import torch
 
@@ -29,6 +29,8 @@ from zoft.optim.mezo import MeZO
 
 class _Masked(TransformedSampler):
     """Direction m * z with m = 1[|x| <= threshold[index]] (no threshold: dense)."""
+
+    uses_weights = True
 
     def __init__(self, base) -> None:
         super().__init__(base)
