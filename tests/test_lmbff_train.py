@@ -133,17 +133,15 @@ def test_paper_roberta_commands_compose():
     assert ft.optimizer.lr == pytest.approx(1e-5) and ft.trainer.lr_scheduler == "linear"
 
 
-@pytest.mark.parametrize("kind", ["masked", "seq-cls"])
-def test_zeroth_order_estimate_matches_autograd(kshot_root, kind):
-    """(L(theta + eps z) - L(theta - eps z)) / 2 eps equals grad L . z for the objective's loss:
-    the loss MeZO sees is the one backprop differentiates (deterministic, no dropout)."""
+def _float64_objective(kshot_root, kind: str):
+    """A float64 tiny RoBERTa (``kind`` masked or seq-cls), its objective, and the k-shot train batch."""
     import torch
 
     from zoft.config.schema import ModelConfig
     from zoft.lmbff.data import load_kshot_splits
+    from zoft.lmbff.template import PromptEncoder, encode_plain
     from zoft.models.loader import load_model
     from zoft.objectives.mlm import ClsHeadObjective, MlmPromptObjective
-    from zoft.lmbff.template import PromptEncoder, encode_plain
 
     task = LMBFF_TASKS["sst-2-kshot"]
     loaded = load_model(ModelConfig(name="t", family="roberta", kind=kind, device="cpu"), num_labels=2)
@@ -157,6 +155,16 @@ def test_zeroth_order_estimate_matches_autograd(kshot_root, kind):
         objective = ClsHeadObjective(encode=lambda s: encode_plain(tok, s, 128), label_words=task.label_words, **common)
     splits, _ = load_kshot_splits(task, str(kshot_root), 8, 42, task.label_words)
     batch = objective.prepare(splits["train"], train=True)
+    return model, objective, batch
+
+
+@pytest.mark.parametrize("kind", ["masked", "seq-cls"])
+def test_zeroth_order_estimate_matches_autograd(kshot_root, kind):
+    """(L(theta + eps z) - L(theta - eps z)) / 2 eps equals grad L . z for the objective's loss:
+    the loss MeZO sees is the one backprop differentiates (deterministic, no dropout)."""
+    import torch
+
+    model, objective, batch = _float64_objective(kshot_root, kind)
     params = [p for p in model.parameters()]
     model.zero_grad()
     objective.loss(model, batch).backward()
@@ -221,25 +229,9 @@ def test_a_mezo_step_descends_to_first_order(kshot_root, kind, seed):
     on any machine (no learning margin to tune)."""
     import torch
 
-    from zoft.config.schema import ModelConfig
-    from zoft.lmbff.data import load_kshot_splits
-    from zoft.lmbff.template import PromptEncoder, encode_plain
-    from zoft.models.loader import load_model
-    from zoft.objectives.mlm import ClsHeadObjective, MlmPromptObjective
     from zoft.optim import MeZO
 
-    task = LMBFF_TASKS["sst-2-kshot"]
-    loaded = load_model(ModelConfig(name="t", family="roberta", kind=kind, device="cpu"), num_labels=2)
-    model = loaded.model.double()
-    tok = loaded.tokenizer
-    common = dict(pad_id=tok.pad_token_id, device=torch.device("cpu"), metric="accuracy", report=(),
-                  show_progress=False)
-    if kind == "masked":
-        objective = MlmPromptObjective(PromptEncoder(tok, task.template, task.label_words), **common)
-    else:
-        objective = ClsHeadObjective(encode=lambda s: encode_plain(tok, s, 128), label_words=task.label_words, **common)
-    splits, _ = load_kshot_splits(task, str(kshot_root), 8, 42, task.label_words)
-    batch = objective.prepare(splits["train"], train=True)
+    model, objective, batch = _float64_objective(kshot_root, kind)
     params = list(model.parameters())
     model.zero_grad()
     before = objective.loss(model, batch)
