@@ -31,9 +31,7 @@ from zoft.errors import ZoftUserError
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "ddp", "fsdp")
-BACKENDS = ("auto", "gloo", "nccl")
-MIXED_PRECISION = ("no", "bf16")
+from zoft.config.choices import BACKENDS, MIXED_PRECISION, STRATEGIES  # noqa: E402,F401 - one vocabulary
 
 Named = list[tuple[str, torch.nn.Parameter]]
 

@@ -5,16 +5,12 @@ Every problem is collected and reported at once, naming the bad value and what i
 
 from __future__ import annotations
 
-from zoft.errors import ZoftUserError
-
 from omegaconf import DictConfig
 
-from zoft.models.loader import DTYPES, FAMILIES, KINDS
-from zoft.optim.build import SCHEDULERS
-from zoft.optim.mezo import DIRECTIONS, PERTURBATIONS
+from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION,
+                                 MODEL_FAMILIES, MODEL_KINDS, PERTURBATIONS, PRECISIONS, SCHEDULERS, STRATEGIES)
+from zoft.errors import ZoftUserError
 from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, zeroth_order_names
-
-PRECISIONS = ("pure", "amp", "fp32")
 
 
 class ConfigError(ZoftUserError, ValueError):
@@ -32,13 +28,7 @@ def _choice(problems: list[str], key: str, value, valid) -> None:
 
 def _check_opt_task_options(problems: list[str], cfg: DictConfig, spec) -> None:
     """ICL / calibration / generation / non-differentiable objective options (MEZO_SPEC 2.4-2.9)."""
-    from zoft.methods.registry import EVAL_ONLY
-
     t, me = cfg.task, cfg.method
-    if t.max_new_tokens < 1:
-        problems.append(f"task.max_new_tokens={t.max_new_tokens} must be >= 1")
-    if me.num_demos < 0:
-        problems.append(f"method.num_demos={me.num_demos} must be >= 0")
     if me.sfc and me.icl_sfc:
         problems.append("method.sfc and method.icl_sfc are both true; choose one "
                         "(sfc: calibrate without demonstrations, icl_sfc: with them)")
@@ -53,106 +43,112 @@ def _check_opt_task_options(problems: list[str], cfg: DictConfig, spec) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every invalid value in ``cfg``."""
-    from zoft.methods.registry import METHODS
-    from zoft.tasks.base import get_task
+    """Raise :class:`ConfigError` listing every invalid value in ``cfg``.
 
-    problems: list[str] = []
-    m, t, o, tr = cfg.model, cfg.task, cfg.optimizer, cfg.trainer
+    Needs neither torch nor transformers (a bad command fails in about a second), except to ask
+    whether a CUDA device named by ``model.device`` exists.
+    """
+    from zoft.config.bounds import number_problems, unknown_keys
 
-    _choice(problems, "model.dtype", m.dtype, list(DTYPES))
-    _choice(problems, "model.family", m.family, FAMILIES)
-    _choice(problems, "model.kind", m.kind, list(KINDS))
-    if m.max_length < 8:
-        problems.append(f"model.max_length={m.max_length} must be >= 8")
-
-    try:
-        spec = get_task(t.name)
-    except KeyError as err:
-        problems.append(str(err.args[0]))
-        spec = None
-    for key in ("num_train", "num_dev", "num_test"):
-        if t[key] < 0:
-            problems.append(f"task.{key}={t[key]} must be >= 0")
-    if spec is not None and m.kind not in TASK_FAMILY_KINDS[spec.family]:
-        problems.append(
-            f"task {t.name!r} is a {spec.family}-LM task but model {m.name!r} is kind={m.kind!r}; "
-            f"use a model of kind {' or '.join(TASK_FAMILY_KINDS[spec.family])} "
-            f"(e.g. {'model=tiny-opt' if spec.family == 'causal' else 'model=tiny-roberta'})"
-        )
-    if spec is not None and spec.family == "masked":
-        from zoft.lmbff.settings import check_masked_config
-
-        problems.extend(check_masked_config(cfg))
-
-    _choice(problems, "method.name", cfg.method.name, sorted(METHODS))
+    problems: list[str] = unknown_keys(cfg) + number_problems(cfg)
+    spec = _check_model_and_task(problems, cfg)
+    _choice(problems, "method.name", cfg.method.name, sorted(METHOD_FAMILIES))
     _check_opt_task_options(problems, cfg, spec)
     _check_method(problems, cfg)
-
-    _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS) + ("kernel",))
-    if o.name == "kernel":
-        from zoft.kernel.validate import kernel_problems
-
-        problems.extend(kernel_problems(cfg))
-    if o.lr < 0:
-        problems.append(f"optimizer.lr={o.lr} must be >= 0")
-    if o.weight_decay < 0:
-        problems.append(f"optimizer.weight_decay={o.weight_decay} must be >= 0")
-    if is_zeroth_order_name(o.name):
-        if o.eps <= 0:
-            problems.append(f"optimizer.eps={o.eps} must be > 0 (the paper uses 1e-3; 1e-1 for prefix)")
-        if o.n_directions < 1:
-            problems.append(f"optimizer.n_directions={o.n_directions} must be >= 1")
-        _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
-        _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)
+    _check_optimizer(problems, cfg)
+    _check_trainer(problems, cfg)
 
     from zoft.loggers import LOGGERS, MODES
 
     _choice(problems, "logger.name", cfg.logger.name, LOGGERS)
     if cfg.logger.mode is not None:
         _choice(problems, "logger.mode", cfg.logger.mode, MODES)
+    _choice(problems, "resume", str(cfg.resume).lower(), ("auto", "true", "false"))
+    if "distributed" in cfg:
+        _choice(problems, "distributed.strategy", cfg.distributed.strategy, STRATEGIES)
+        _choice(problems, "distributed.backend", cfg.distributed.backend, BACKENDS)
+        _choice(problems, "distributed.mixed_precision", cfg.distributed.mixed_precision, MIXED_PRECISION)
+    if not problems:  # only a config that is otherwise valid pays for asking torch about devices
+        problems.extend(device_problems(cfg.model.device))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
-    if tr.batch_size < 1:
-        problems.append(f"trainer.batch_size={tr.batch_size} must be >= 1")
-    if tr.eval_batch_size < 1:
-        problems.append(f"trainer.eval_batch_size={tr.eval_batch_size} must be >= 1")
-    if tr.grad_accum < 1:
-        problems.append(f"trainer.grad_accum={tr.grad_accum} must be >= 1")
-    if tr.batch_size % tr.grad_accum:
+
+def _check_model_and_task(problems: list[str], cfg: DictConfig):
+    """Model vocabularies, the task name, and task x model kind; returns the task (or None)."""
+    from zoft.tasks.base import get_task
+
+    m, t = cfg.model, cfg.task
+    _choice(problems, "model.dtype", m.dtype, DTYPE_NAMES)
+    _choice(problems, "model.family", m.family, MODEL_FAMILIES)
+    _choice(problems, "model.kind", m.kind, MODEL_KINDS)
+    try:
+        spec = get_task(t.name)
+    except KeyError as err:
+        problems.append(str(err.args[0]))
+        return None
+    if t.num_train == 0 and cfg.method.name not in EVAL_ONLY:
+        problems.append(f"task.num_train=0 leaves method={cfg.method.name} nothing to train on; "
+                        "use task.num_train >= 1 (or an evaluation-only method: zero-shot)")
+    if m.kind not in TASK_FAMILY_KINDS[spec.family]:
+        problems.append(
+            f"task {t.name!r} is a {spec.family}-LM task but model {m.name!r} is kind={m.kind!r}; "
+            f"use a model of kind {' or '.join(TASK_FAMILY_KINDS[spec.family])} "
+            f"(e.g. {'model=tiny-opt' if spec.family == 'causal' else 'model=tiny-roberta'})"
+        )
+    if spec.family == "masked":
+        from zoft.lmbff.settings import check_masked_config
+
+        problems.extend(check_masked_config(cfg))
+    return spec
+
+
+def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
+    o = cfg.optimizer
+    _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS) + ("kernel",))
+    if o.name == "kernel":
+        from zoft.kernel.validate import kernel_problems
+
+        problems.extend(kernel_problems(cfg))
+    if is_zeroth_order_name(o.name):
+        _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
+        _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)
+
+
+def _check_trainer(problems: list[str], cfg: DictConfig) -> None:
+    tr = cfg.trainer
+    if tr.grad_accum >= 1 and tr.batch_size % tr.grad_accum:
         problems.append(f"trainer.batch_size={tr.batch_size} must be a multiple of trainer.grad_accum={tr.grad_accum}")
-    if tr.max_steps < 0:
-        problems.append(f"trainer.max_steps={tr.max_steps} must be >= 0")
-    if tr.num_epochs is not None and tr.num_epochs <= 0:
-        problems.append(f"trainer.num_epochs={tr.num_epochs} must be > 0 (or null to use max_steps)")
-    if tr.eval_steps is not None and tr.eval_steps < 0:
-        problems.append(f"trainer.eval_steps={tr.eval_steps} must be >= 0 (0: evaluate at the end only)")
-    if tr.num_evals < 0:
-        problems.append(f"trainer.num_evals={tr.num_evals} must be >= 0 (0: evaluate at the end only)")
     _choice(problems, "trainer.precision", tr.precision, PRECISIONS)
     _check_precision(problems, cfg)
     _choice(problems, "trainer.lr_scheduler", tr.lr_scheduler, SCHEDULERS)
     _choice(problems, "trainer.select_by", tr.select_by, ("loss", "metric"))
     _choice(problems, "trainer.on_divergence", tr.on_divergence, ("stop", "rollback"))
-    if tr.checkpoint_steps < 0:
-        problems.append(f"trainer.checkpoint_steps={tr.checkpoint_steps} must be >= 0 (0: only on signals)")
-    if tr.divergence_factor < 0:
-        problems.append(f"trainer.divergence_factor={tr.divergence_factor} must be >= 0 (0 disables the check)")
-    _choice(problems, "resume", str(cfg.resume).lower(), ("auto", "true", "false"))
-    if "distributed" in cfg:
-        from zoft.distributed import BACKENDS, MIXED_PRECISION, STRATEGIES
 
-        _choice(problems, "distributed.strategy", cfg.distributed.strategy, STRATEGIES)
-        _choice(problems, "distributed.backend", cfg.distributed.backend, BACKENDS)
-        _choice(problems, "distributed.mixed_precision", cfg.distributed.mixed_precision, MIXED_PRECISION)
 
-    if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+def device_problems(device: str) -> list[str]:
+    """``model.device`` names a device that this machine has (auto and cpu always do)."""
+    if device in ("auto", "cpu"):
+        return []
+    kind, _, index = device.partition(":")
+    if kind not in ("cuda", "mps") or (index and not index.isdigit()):
+        return [f"model.device={device!r} is not valid; choose auto, cpu, cuda or cuda:N"]
+    import torch  # only here: asking whether the device exists needs torch
+
+    if kind == "mps":
+        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        return [] if available else [f"model.device={device!r} but this machine has no MPS device; use model.device=cpu or auto"]
+    count = torch.cuda.device_count()
+    if count == 0:
+        return [f"model.device={device!r} but this machine has no CUDA device (torch.cuda.device_count() is 0); "
+                "use model.device=cpu or model.device=auto"]
+    if index and int(index) >= count:
+        return [f"model.device={device!r} but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"]
+    return []
 
 
 def _check_precision(problems: list[str], cfg: DictConfig) -> None:
     """A first-order optimizer never trains pure fp16/bf16 master weights."""
-    from zoft.methods.registry import EVAL_ONLY
-
     if cfg.trainer.precision == "pure" and cfg.model.dtype != "float32" and not is_zeroth_order_name(cfg.optimizer.name) \
             and cfg.optimizer.name in OPTIMIZERS and cfg.method.name not in EVAL_ONLY:
         problems.append(
@@ -175,8 +171,6 @@ def check_preset(cfg: DictConfig) -> list[str]:
 
 def _check_method(problems: list[str], cfg: DictConfig) -> None:
     """Method x model family, and linear probing's follow-up optimizer."""
-    from zoft.methods.registry import METHOD_FAMILIES
-
     me, family = cfg.method, cfg.model.family
     problems.extend(check_preset(cfg))
     families = METHOD_FAMILIES.get(me.name)
@@ -195,7 +189,3 @@ def _check_method(problems: list[str], cfg: DictConfig) -> None:
                 f"method.lp_then={me.lp_then!r} but optimizer.name={cfg.optimizer.name!r}; "
                 f"add optimizer={me.lp_then} (or use the preset method=lp-mezo)"
             )
-    if me.name in ("lora",) and me.lora_r < 1:
-        problems.append(f"method.lora_r={me.lora_r} must be >= 1")
-    if me.name in ("prefix", "prompt") and me.num_prefix < 1:
-        problems.append(f"method.num_prefix={me.num_prefix} must be >= 1")

@@ -31,7 +31,7 @@ from zoft.kernel.function import PromptInputs
 
 log = logging.getLogger(__name__)
 
-FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
+from zoft.config.choices import KERNEL_FORMULAS as FORMULAS  # noqa: E402 - one vocabulary
 Params = dict[str, torch.Tensor]
 
 

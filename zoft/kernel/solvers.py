@@ -19,8 +19,8 @@ import torch
 
 from zoft.errors import ZoftUserError
 
-SOLVERS = ("lstsq", "logistic", "svr", "svc", "asym")
-BINARY_ONLY = ("svc", "asym")
+from zoft.config.choices import KERNEL_BINARY_ONLY as BINARY_ONLY  # noqa: E402 - one vocabulary
+from zoft.config.choices import KERNEL_SOLVERS as SOLVERS  # noqa: E402
 
 
 class SolverError(ZoftUserError, ValueError):

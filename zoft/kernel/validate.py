@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from zoft.kernel.compute import FORMULAS
-from zoft.kernel.solvers import BINARY_ONLY, SOLVERS
+from zoft.config.choices import KERNEL_BINARY_ONLY as BINARY_ONLY
+from zoft.config.choices import KERNEL_FORMULAS as FORMULAS
+from zoft.config.choices import KERNEL_SOLVERS as SOLVERS
 
 
 def kernel_problems(cfg: DictConfig) -> list[str]:

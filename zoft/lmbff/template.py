@@ -25,7 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # validation parses templates without loading transformers
+    from transformers import PreTrainedTokenizerBase
 
 from zoft.errors import ZoftUserError
 

@@ -11,8 +11,7 @@ from zoft.config.schema import MethodConfig
 
 Named = list[tuple[str, torch.nn.Parameter]]
 METHODS: dict[str, Callable[[torch.nn.Module, MethodConfig, str], Named]] = {}
-# Methods that only evaluate: no optimizer runs.
-EVAL_ONLY = {"zero-shot", "icl"}
+from zoft.config.choices import EVAL_ONLY  # noqa: E402,F401 - methods that only evaluate
 # Model families a method supports (absent: every family); checked by zoft.config.validate.
 METHOD_FAMILIES: dict[str, tuple[str, ...]] = {}
 # Methods that add new tensors (adapters): ``save_model`` writes those tensors next to a record

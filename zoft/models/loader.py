@@ -37,7 +37,7 @@ KINDS = {
     # only hidden states (feature extraction); no task objective runs on it.
     "encoder": AutoModel,
 }
-FAMILIES = ("opt", "llama", "roberta", "bert")
+from zoft.config.choices import MODEL_FAMILIES as FAMILIES  # noqa: E402 - one vocabulary
 
 
 class ModelUnavailableError(ZoftUserError, RuntimeError):

@@ -13,7 +13,7 @@ from zoft.optim.estimators import (FZOO, HiZOO, LowRankZO, OnePointZO, Scheduled
 from zoft.optim.mezo import MeZO, ZOFirstOrder
 from zoft.optim.registry import OPTIMIZERS
 
-SCHEDULERS = ("constant", "linear")
+from zoft.config.choices import SCHEDULERS  # noqa: E402 - one vocabulary
 # Parameters whose names contain these get no weight decay (biases and normalisation weights,
 # including LLaMA-style "norm" modules that the original's substring list misses).
 NO_DECAY = ("bias", "layer_norm", "layernorm", "norm")

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-DIRECTIONS = ("gaussian", "rademacher")
+from zoft.config.choices import DIRECTIONS  # noqa: E402 - one vocabulary
 CHUNK = 1 << 18  # CPU chunk: 1 MiB of float32, stays in cache while it is applied
 ACCEL_CHUNK = 1 << 22  # GPU chunk (16 MiB of float32): fewer kernel launches, still tiny next to the weights
 

@@ -39,9 +39,8 @@ import torch
 from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Term, mix
 from zoft.optim.shadow import ShadowPerturbation
 
-PERTURBATIONS = ("auto", "inplace", "shadow")
+from zoft.config.choices import PERTURBATIONS  # noqa: E402 - one vocabulary
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-_mix = mix  # kept for callers of the first version
 
 
 def _f32(x: float) -> float:

@@ -1,0 +1,41 @@
+"""The vocabularies a config value is checked against, kept free of torch and transformers so
+that :mod:`zoft.config.validate` can reject a bad command in about a second, before the heavy
+libraries load and before the run folder is touched.
+
+The modules that implement each choice import their names from here (the model loader, the
+schedulers, the direction sampler, the kernel solvers, the distributed setup), and
+``tests/test_config.py`` checks that the method registry matches :data:`METHOD_FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+MODEL_FAMILIES = ("opt", "llama", "roberta", "bert")
+MODEL_KINDS = ("causal", "masked", "seq-cls", "encoder")
+PRECISIONS = ("pure", "amp", "fp32")
+SCHEDULERS = ("constant", "linear")
+DIRECTIONS = ("gaussian", "rademacher")
+PERTURBATIONS = ("auto", "inplace", "shadow")
+KERNEL_FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
+KERNEL_SOLVERS = ("lstsq", "logistic", "svr", "svc", "asym")
+KERNEL_BINARY_ONLY = ("svc", "asym")
+STRATEGIES = ("auto", "ddp", "fsdp")
+BACKENDS = ("auto", "gloo", "nccl")
+MIXED_PRECISION = ("no", "bf16")
+
+# Every method and the model families it supports (None: every family). zoft.methods.registry
+# registers the implementations under these names.
+METHOD_FAMILIES: dict[str, Optional[tuple[str, ...]]] = {
+    "ft": None,
+    "zero-shot": None,
+    "icl": None,
+    "head": None,
+    "linear-probe": None,
+    "lora": ("opt", "llama", "roberta", "bert"),
+    "prefix": ("opt", "llama", "roberta", "bert"),
+    "prompt": ("opt", "llama", "roberta"),
+}
+# Methods that only evaluate: no optimizer runs.
+EVAL_ONLY = frozenset({"zero-shot", "icl"})
