@@ -4,12 +4,18 @@ Examples:
     python train.py                                   # offline demo (tiny model, MeZO)
     python train.py method=mezo task=sst2 model=opt-13b
     python train.py -m optimizer.lr=1e-6,1e-7         # one run folder per job
+
+Exit codes: 0 done (also: a completed run rerun in its folder, a no-op), 1 a bug (traceback),
+2 bad input (one line naming the value; nothing written), 3 diverged, 4 stopped by a signal
+(SIGTERM/SIGUSR1/SIGINT: checkpointed, rerun to resume), 130 Ctrl-C before training started.
+A multirun exits 1 when any job did not complete. ZOFT_DEBUG=1 shows tracebacks for input errors.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 
 import hydra
@@ -35,10 +41,17 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("job stopped: %s", err)
             return math.nan
-        # Bad input, divergence or preemption: one clear message, no traceback (results.json
-        # has the details). Exit codes: 2 bad input, 3 diverged, 4 preempted (resumable).
+        if os.environ.get("ZOFT_DEBUG") == "1":
+            raise
+        # Bad input, divergence or a stop signal: one clear message, no traceback (results.json
+        # has the details). Exit codes: 2 bad input, 3 diverged, 4 stopped (resumable).
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ZoftUserError) else 3 if isinstance(err, DivergenceError) else 4)
+    except KeyboardInterrupt:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print("interrupted before training started (nothing to resume); rerun the same command", file=sys.stderr)
+        sys.exit(130)
     except Exception:
         # In a multirun a failed job must not stop the others: results.json says "failed".
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -52,12 +65,13 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from pathlib import Path
 
-    from zoft.config.preflight import unknown_group_choice
+    from zoft.frontend import Stop, preflight
 
-    problem = unknown_group_choice(sys.argv[1:], Path(__file__).resolve().parent / "conf")
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    try:  # before Hydra writes into the run folder
+        preflight(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    except Stop as stop:
+        print(stop.message, file=sys.stderr if stop.code else sys.stdout)
+        sys.exit(stop.code)
     from zoft.distributed import env_rank
 
     if env_rank() > 0:

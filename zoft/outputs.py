@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata
@@ -17,8 +18,16 @@ import torch
 from zoft.errors import ZoftUserError
 
 
-class DiskFullError(ZoftUserError, OSError):
+class OutputWriteError(ZoftUserError, OSError):
+    """An output could not be written (unwritable folder, failed write); the previous version of
+    the file is intact."""
+
+
+class DiskFullError(OutputWriteError):
     """No space left while writing an output; the previous version of the file is intact."""
+
+
+LOW_SPACE = 64 << 20  # bytes: below this, a failed write is reported as a full disk
 
 PACKAGES = ("zoft", "torch", "transformers", "tokenizers", "peft", "accelerate", "datasets",
             "hydra-core", "omegaconf", "wandb", "numpy", "scikit-learn")
@@ -33,8 +42,11 @@ def _umask() -> int:
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {path}: {err.strerror or err} (is {path.parent} writable?)") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
@@ -44,11 +56,26 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False)
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            kept = f"the previous {path.name} is intact" if path.exists() else f"{path.name} was not written"
+        kept = f"the previous {path.name} is intact" if path.exists() else f"{path.name} was not written"
+        if _is_disk_full(err, path.parent):
             raise DiskFullError(f"no space left on the device while writing {path}; {kept}. "
                                 "Free space (or point hydra.run.dir elsewhere) and rerun to resume.") from None
+        if isinstance(err, RuntimeError) and "PytorchStreamWriter" in str(err):
+            raise OutputWriteError(f"writing {path} failed ({err}); {kept}") from None
         raise
+
+
+def _is_disk_full(err: BaseException, folder: Path) -> bool:
+    """ENOSPC, or torch's stream writer failing (it reports "file write failed", no errno) on a
+    file system that is nearly full."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if isinstance(err, RuntimeError) and "PytorchStreamWriter" in str(err):
+        try:
+            return shutil.disk_usage(folder).free < LOW_SPACE
+        except OSError:
+            return False
+    return False
 
 
 def write_json(path: Path, payload: Any) -> None:

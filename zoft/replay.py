@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from zoft.optim.trajectory import (Trajectory, TrajectoryError, check_names, describe_size, read_trajectory,
-                                   replay_into, weights_checksum)
+from zoft.optim.trajectory import (Trajectory, TrajectoryError, check_names, check_until_step, describe_size,
+                                   read_trajectory, replay_into, weights_checksum)
 from zoft.outputs import write_json
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ def _config_for(traj: Trajectory, base: Optional[str], device: Optional[str]):
                               "zoft.optim.trajectory.replay_into on an optimizer you build yourself")
     if base:
         if base.endswith((".yaml", ".yml")):
-            if not Path(base).is_file():
-                raise TrajectoryError(f"--base {base!r}: no such model config file")
-            cfg.model = OmegaConf.merge(cfg.model, OmegaConf.load(base))
+            cfg.model = OmegaConf.merge(cfg.model, _model_yaml(base))
         else:
             cfg.model.path = base
     if device:
@@ -39,15 +37,36 @@ def _config_for(traj: Trajectory, base: Optional[str], device: Optional[str]):
     return cfg
 
 
+def _model_yaml(base: str):
+    """A model-group YAML given as ``--base``: a mapping of model settings (conf/model/*.yaml)."""
+    if not Path(base).is_file():
+        raise TrajectoryError(f"--base {base!r}: no such model config file")
+    try:
+        loaded = OmegaConf.load(base)
+    except Exception as err:  # noqa: BLE001 - YAML syntax errors come in several types
+        raise TrajectoryError(f"--base {base!r} is not valid YAML ({str(err).splitlines()[0]}); pass a model "
+                              "config like conf/model/opt-13b.yaml, or a model folder") from None
+    if not isinstance(loaded, DictConfig):
+        raise TrajectoryError(f"--base {base!r} is not a mapping of model settings (like conf/model/opt-13b.yaml)")
+    return loaded
+
+
 def replay_run(trajectory: Path | str, base: Optional[str] = None, out: Optional[Path | str] = None,
-               until_step: Optional[int] = None, device: Optional[str] = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Return the rebuilt model (and a summary); with ``out``, save it there (Hugging Face format)."""
+               until_step: Optional[int] = None, device: Optional[str] = None,
+               step_option: str = "until_step") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Return the rebuilt model (and a summary); with ``out``, save it there (Hugging Face format).
+
+    ``until_step`` (0..the number of recorded steps) stops early; it is required when the last
+    record is cut. The file and ``until_step`` are checked before any model is loaded, and
+    errors call the value ``step_option`` (``--step`` from the command line).
+    """
     from zoft.methods.registry import apply_method
     from zoft.models.loader import load_model
     from zoft.optim.build import build_optimizer
     from zoft.run import seed_everything
 
     traj = read_trajectory(trajectory)
+    check_until_step(traj, until_step, step_option)
     cfg = _config_for(traj, base, device)
     seed_everything(cfg.seed)  # as in the run, before any method creates new parameters
     loaded = load_model(cfg.model)
@@ -81,7 +100,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for the rebuilt model (out/model) and replay.json")
     p.add_argument("--base", default=None,
                    help="base model folder / Hub id, or a model-group YAML (default: the run's model config)")
-    p.add_argument("--step", type=int, default=None, help="stop after this many steps (e.g. the run's best_step)")
+    p.add_argument("--step", type=int, default=None,
+                   help="stop after this many steps, 0..the number recorded (e.g. the run's best_step)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the run's)")
     p.set_defaults(func=_replay_command)
 
@@ -89,6 +109,7 @@ def add_parser(subparsers) -> None:
 def _replay_command(args) -> int:
     import json
 
-    _, summary = replay_run(args.trajectory, base=args.base, out=args.out, until_step=args.step, device=args.device)
+    _, summary = replay_run(args.trajectory, base=args.base, out=args.out, until_step=args.step, device=args.device,
+                            step_option="--step")
     print(json.dumps({k: summary[k] for k in ("steps_applied", "bytes", "bytes_per_step")}))
     return 0

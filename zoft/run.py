@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoft.config.protocol import as_record, format_block, run_key, settle, typed_overrides
 from zoft.config.schema import RunConfig
-from zoft.config.validate import ConfigError, validate
+from zoft.config.validate import validate
 from zoft import distributed
 from zoft.errors import DivergenceError, Preempted
 from zoft.loggers import NullLogger, start_logger
@@ -27,11 +26,11 @@ from zoft.models.loader import LoadedModel, check_model_available, load_model, r
 from zoft.objectives.base import EvalResult
 from zoft.objectives.build import build_objective
 from zoft.optim.build import build_optimizer, build_scheduler, is_zeroth_order
-from zoft.outputs import git_info, package_versions, write_json, write_jsonl
+from zoft.outputs import OutputWriteError, git_info, package_versions, write_json, write_jsonl
+from zoft.rundir import Attempt, RunLock, clear_outputs, plan_attempt
 from zoft.tasks.base import get_task
 from zoft.tasks.data import load_task_data
 from zoft.tasks.sampling import demo_sets
-from zoft.train.checkpoint import CHECKPOINT_NAME
 from zoft.train.loop import Trainer, total_steps
 from zoft.train.precision import plan_precision
 
@@ -72,20 +71,47 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, load data and model, train (unless evaluation-only), evaluate, write results."""
+    """Validate, take the run folder, load data and model, train (unless evaluation-only),
+    evaluate, write results.
+
+    The config is validated before the folder is touched: a bad value never overwrites an
+    earlier ``results.json``. The folder is then locked for the whole run, and the previous
+    attempt in it (if any) decides what this one does: resume, nothing (a completed run with the
+    same settings; ``redo=true`` runs it again), or refuse (different settings).
+    """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
     # The protocol table's lookups become plain values; each field remembers where it came from.
     protocol = settle(cfg, typed_overrides())
+    validate(cfg)
     run_dir = resolve_run_dir(cfg)
     main = distributed.is_main_process()  # under torchrun only rank 0 writes files
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["protocol"] = {"name": cfg.protocol.name}  # the table itself is in conf/protocol/
+    lock = RunLock(run_dir).acquire() if main else None
+    try:
+        attempt = plan_attempt(run_dir, config, cfg.resume, cfg.redo)
+        if attempt.action == "done":
+            print(attempt.message, flush=True)
+            _print_summary(cfg, attempt.previous.get("metrics", {}))
+            return attempt.previous
+        if attempt.action == "fresh" and main:
+            clear_outputs(run_dir)
+        return _run_attempt(cfg, protocol, run_dir, config, attempt, main)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_attempt(cfg: DictConfig, protocol, run_dir: Path, config: dict[str, Any], attempt: Attempt,
+                 main: bool) -> dict[str, Any]:
+    """One attempt in a locked folder: results.json says ``running`` until it ends."""
+    resume = attempt.action == "resume"
+    previous = attempt.previous
     results: dict[str, Any] = {
         "status": "running",
-        "metrics": {},
+        # a resumed attempt keeps the first attempt's evaluation before training
+        "metrics": {k: v for k, v in previous.get("metrics", {}).items() if k.startswith("initial_")} if resume else {},
         "config": config,
         "protocol": {"table": cfg.protocol.name, "key": run_key(cfg).label(), "fields": as_record(protocol)},
         "seeds": {
@@ -98,19 +124,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "git": git_info(),
         "run_dir": str(run_dir),
     }
+    if resume:
+        results["resumed"] = previous.get("resumed", 0) + 1
     results_path = run_dir / "results.json"
-    previous = _read_previous(results_path)
     if main:
         write_json(results_path, results)
     started = time.time()
     logger = None
     try:
-        validate(cfg)
         if main:
             print(format_block(cfg, protocol), flush=True)
         # Under torchrun only rank 0 logs (one wandb run per job).
         logger = start_logger(cfg, run_dir, results) if main else NullLogger()
-        _execute(cfg, run_dir, results, previous, on_log=logger.log)
+        _execute(cfg, run_dir, results, resume, on_log=logger.log)
         results["status"] = "completed"
     except DivergenceError as err:
         results["status"] = "diverged"
@@ -118,8 +144,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["error"] = {"type": type(err).__name__, "message": str(err)}
         raise
     except Preempted as err:
-        results["status"] = "preempted"
-        results["preempted_at_step"] = err.step
+        # SIGINT (Ctrl-C) is the user's own stop; SIGTERM/SIGUSR1 come from a scheduler.
+        results["status"] = "interrupted" if err.signal_name == "SIGINT" else "preempted"
+        results[f"{results['status']}_at_step"] = err.step
+        raise
+    except KeyboardInterrupt:
+        results["status"] = "interrupted"  # before the loop started: nothing to checkpoint yet
         raise
     except BaseException as err:
         results["status"] = "failed"
@@ -129,42 +159,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         results["seconds"] = round(time.time() - started, 3)
         if main:
-            write_json(results_path, results)
+            _write_final(results_path, results)
         if logger is not None:  # one wandb run per job, ended even when the job failed
             logger.finish(results)
     return results
+
+
+def _write_final(path: Path, results: dict[str, Any]) -> None:
+    """The last write of results.json; when it fails (a full disk) the error that stopped the
+    run is the one to report, and the previous results.json stays intact."""
+    try:
+        write_json(path, results)
+    except OutputWriteError as err:
+        if results["status"] == "completed":
+            raise
+        log.error("%s", err)
 
 
 def _evaluate(loaded: LoadedModel, objective, items, batch_size: int, desc: str) -> EvalResult:
     return objective.evaluate(loaded.model, items, batch_size, desc=desc)
 
 
-def _read_previous(path: Path) -> dict[str, Any]:
-    """The results.json of an earlier attempt in this folder (for resuming), or {}."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _resume_requested(cfg: DictConfig, run_dir: Path) -> bool:
-    mode = str(cfg.resume).lower()
-    exists = (run_dir / "checkpoints" / CHECKPOINT_NAME).is_file()
-    if mode == "true" and not exists:
-        raise ConfigError(f"resume=true but {run_dir / 'checkpoints' / CHECKPOINT_NAME} does not exist; "
-                          "use resume=auto (continue when a checkpoint exists) or resume=false")
-    return exists and mode != "false"
-
-
-def _execute(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previous: dict[str, Any], on_log=None) -> None:
+def _execute(cfg: DictConfig, run_dir: Path, results: dict[str, Any], resume: bool, on_log=None) -> None:
     parallel = distributed.setup(cfg)
     try:
-        _execute_on(cfg, run_dir, results, previous, parallel, on_log)
+        _execute_on(cfg, run_dir, results, resume, parallel, on_log)
     finally:
         parallel.close()
 
 
-def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previous: dict[str, Any],
+def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], resume: bool,
                 parallel: distributed.Parallel, on_log=None) -> None:
     seed_everything(cfg.seed)
     set_cpu_threads(cfg)
@@ -204,15 +228,13 @@ def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previou
     test_items = objective.prepare(data.test, train=False)
 
     train_items = objective.prepare(data.train, train=True)
-    resume = _resume_requested(cfg, run_dir)
-    if resume:
-        metrics.update({k: v for k, v in previous.get("metrics", {}).items() if k.startswith("initial_")})
-        results["resumed"] = previous.get("resumed", 0) + 1
-    elif cfg.trainer.eval_before_training:
+    if not resume and cfg.trainer.eval_before_training:
         for name, items in (("dev", dev_items), ("test", test_items)):
             if items:
                 metrics.update(_prefixed(f"initial_{name}", _evaluate(loaded, objective, items, bs, name).metrics))
         log.info("before training: %s", _fmt({k: v for k, v in metrics.items() if k.startswith("initial_")}))
+        if parallel.is_main:  # kept by a resumed attempt, whenever this one stops
+            write_json(run_dir / "results.json", results)
 
     fit = PRE_TRAINING.get(cfg.method.name)  # closed-form methods (linear probing) fit here
     if fit is not None:
@@ -241,7 +263,7 @@ def _execute_on(cfg: DictConfig, run_dir: Path, results: dict[str, Any], previou
     scheduler = build_scheduler(optimizer, cfg.trainer.lr_scheduler, steps, cfg.trainer.warmup_steps)
     trainer = Trainer(loaded.model, objective, optimizer, scheduler, named, cfg.trainer, run_dir,
                       seed=cfg.seed, max_grad_norm=cfg.optimizer.max_grad_norm, on_log=on_log, parallel=parallel,
-                      precision=precision)
+                      precision=precision, run_config=results["config"])
     outcome = trainer.fit(train_items, dev_items, resume=resume)
     results["training"] = {
         "steps": outcome.steps, "best_step": outcome.best_step, "last_loss": outcome.last_loss,

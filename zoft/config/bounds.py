@@ -194,3 +194,11 @@ def _section_names() -> set[str]:
         _SECTIONS = {k.rsplit(".", 1)[0] for k, _ in _walk(RunConfig, "") if "." in k}
         _SECTIONS |= {s.rsplit(".", 1)[0] for s in list(_SECTIONS) if "." in s}
     return _SECTIONS
+
+
+def schema_fields_of(class_name: str) -> list[str]:
+    """Field names of the schema dataclass called ``class_name`` (for typo suggestions)."""
+    from zoft.config import schema
+
+    cls = getattr(schema, class_name, None)
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []

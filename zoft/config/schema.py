@@ -152,8 +152,9 @@ class TrainerConfig:
     progress_bar: bool = True
     # CPU intra-op threads (torch.set_num_threads); null: torch's default, 1 for tiny models.
     cpu_threads: Optional[int] = None
-    # Resumable checkpoint (checkpoints/last.pt) every N steps; 0: only on SIGTERM/SIGUSR1.
-    checkpoint_steps: int = 0
+    # Resumable checkpoint (checkpoints/last.pt, replaced in place) every N steps; 0: only on
+    # SIGTERM/SIGINT/SIGUSR1; null (auto): at every dev evaluation and at least every 1000 steps.
+    checkpoint_steps: Optional[int] = None
     # Under Slurm, a SIGTERM/SIGUSR1 also requeues the job (scontrol requeue); the requeued job
     # reruns the same command in the same folder and, with resume=auto, continues from the
     # checkpoint written on the signal.
@@ -267,6 +268,9 @@ class RunConfig:
     save_model: bool = False
     # auto: continue from checkpoints/last.pt when the run folder has one; true: require it.
     resume: str = "auto"
+    # A completed run is not run again in its folder (rerunning the command is a no-op);
+    # redo=true replaces it with a fresh run.
+    redo: bool = False
     output_dir: Optional[str] = None  # null: Hydra's run folder
 
 

@@ -35,8 +35,15 @@ class LmBffDataError(ZoftUserError, ValueError):
 
 
 def read_text(path: Path) -> str:
-    """The file's text: UTF-8, else Latin-1 (rt-polarity is Latin-1); a BOM is kept."""
+    """The file's text: UTF-8, else Latin-1 (rt-polarity is Latin-1); a BOM is kept.
+
+    Latin-1 decodes any bytes, so a binary file would otherwise turn into garbage rows; text
+    files never contain NUL bytes, binary files (and UTF-16 text) almost always do.
+    """
     raw = Path(path).read_bytes()
+    if b"\x00" in raw:
+        raise LmBffDataError(f"{path}: a binary file, not text (it contains NUL bytes); LM-BFF data files "
+                             "are text: GLUE .tsv, LM-BFF .csv or '<label> <text>' lines")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -77,7 +84,19 @@ def parse_glue_line(task: LmBffTask, line: str, where: str) -> tuple[tuple[str, 
 
 def read_csv_rows(path: Path) -> list[list[str]]:
     """Rows of an LM-BFF csv file (no header)."""
-    return [row for row in csv.reader(io.StringIO(read_text(path), newline="")) if row]
+    return [row for _, row in read_csv_numbered(path)]
+
+
+def read_csv_numbered(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, row) of each non-empty row of an LM-BFF csv file: the line a row starts on (a
+    quoted field may span lines), so errors point into the file."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    out, start = [], 1
+    for row in reader:
+        if row:
+            out.append((start, row))
+        start = reader.line_num + 1
+    return out
 
 
 def write_csv_rows(path: Path, rows: Sequence[Sequence[str]]) -> None:
@@ -90,6 +109,11 @@ def write_csv_rows(path: Path, rows: Sequence[Sequence[str]]) -> None:
 
 def read_label_first(path: Path) -> list[list[str]]:
     """``<label> <text>`` lines (or raw TREC ``COARSE:fine <question>``) as [label, text] rows."""
+    return [row for _, row in read_label_first_numbered(path)]
+
+
+def read_label_first_numbered(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, [label, text]) of each non-blank line of a label-first file."""
     rows = []
     # split on "\n" only: str.splitlines would also break at U+0085, which rt-polarity contains
     for lineno, line in enumerate(read_text(path).split("\n"), 1):
@@ -102,8 +126,20 @@ def read_label_first(path: Path) -> list[list[str]]:
         if not head.isdigit():
             raise LmBffDataError(f"{path}:{lineno}: expected '<label> <text>' with an integer label "
                                  f"(or TREC 'COARSE:fine question'), found {line[:60]!r}")
-        rows.append([head, text.strip()])
+        rows.append((lineno, [head, text.strip()]))
     return rows
+
+
+def check_csv_row(row: Sequence[str], where: str) -> None:
+    """An LM-BFF csv row needs its two columns, label and text."""
+    if len(row) < 2:
+        raise LmBffDataError(f"{where}: expected 2 columns (label,text), found {len(row)}: {','.join(row)[:60]!r}")
+
+
+def csv_label(row: Sequence[str]) -> str:
+    """The label column of a csv row, a float-formatted integer ("3.0") as the integer."""
+    label = str(row[0]).strip()
+    return label[:-2] if label.endswith(".0") and label[:-2].isdigit() else label
 
 
 def read_split(task: LmBffTask, path: Path) -> list[tuple[tuple[str, ...], int]]:
@@ -117,7 +153,8 @@ def read_split(task: LmBffTask, path: Path) -> list[tuple[tuple[str, ...], int]]
 
     def add(sentences: tuple[str, ...], label: str, where: str) -> None:
         if label not in task.labels:
-            raise LmBffDataError(f"{where}: label {label!r} is not a {task.data_name} label ({valid})")
+            raise LmBffDataError(f"{where}: label {label!r} is not a {task.data_name} label; valid labels: "
+                                 f"{valid} (fix or remove that line)")
         out.append((sentences, task.labels.index(label)))
 
     if path.suffix == ".tsv":
@@ -134,14 +171,10 @@ def read_split(task: LmBffTask, path: Path) -> list[tuple[tuple[str, ...], int]]
     else:
         if task.fmt == "glue":
             raise LmBffDataError(f"{path}: {task.name} reads GLUE tsv files, not {path.suffix or 'text'}")
-        rows = read_csv_rows(path) if path.suffix == ".csv" else read_label_first(path)
-        for lineno, row in enumerate(rows, 1):
-            if len(row) < 2:
-                raise LmBffDataError(f"{path}: row {lineno} has {len(row)} column(s); expected label,text")
-            label = row[0].strip()
-            if label.endswith(".0") and label[:-2].isdigit():
-                label = label[:-2]  # a float-formatted integer label
-            add((row[1],), label, f"{path}: row {lineno}")
+        rows = read_csv_numbered(path) if path.suffix == ".csv" else read_label_first_numbered(path)
+        for lineno, row in rows:
+            check_csv_row(row, f"{path}:{lineno}")
+            add((row[1],), csv_label(row), f"{path}:{lineno}")
     if not out:
         raise LmBffDataError(f"{path}: no examples")
     return out

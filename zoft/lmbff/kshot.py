@@ -27,8 +27,11 @@ import numpy as np
 from zoft.lmbff.catalog import LmBffTask
 from zoft.lmbff.formats import (
     LmBffDataError,
+    check_csv_row,
+    csv_label,
     glue_generator_label,
-    read_csv_rows,
+    parse_glue_line,
+    read_csv_numbered,
     read_label_first,
     read_lines,
     split_glue_header,
@@ -93,22 +96,22 @@ def load_raw(task: LmBffTask, data_dir: str | Path) -> RawData:
     folder = task_folder(task, data_dir)
     if task.fmt == "glue":
         train_path = _first(folder, ("train.tsv", "train_full.tsv"))
-        header, train = split_glue_header(task, read_lines(train_path))
+        header, train = read_glue_checked(task, train_path)
         pairs = ({"test_matched.tsv": "dev_matched.tsv", "test_mismatched.tsv": "dev_mismatched.tsv"}
                  if task.data_name == "MNLI" else {"test.tsv": "dev.tsv"})
         raw = RawData("glue", header, train, sources=[str(train_path)])
         for out_name, in_name in pairs.items():
             if not (folder / in_name).is_file():
                 raise LmBffDataError(f"{folder}: {in_name} is missing (it becomes the k-shot {out_name})")
-            test_header, test_lines = split_glue_header(task, read_lines(folder / in_name))
+            test_header, test_lines = read_glue_checked(task, folder / in_name)
             raw.tests[out_name] = test_header + _cap_lines(test_lines)
             raw.sources.append(str(folder / in_name))
         return raw
     if (folder / "train.csv").is_file():
         if not (folder / "test.csv").is_file():
             raise LmBffDataError(f"{folder}: train.csv is there but test.csv is missing")
-        test = read_csv_rows(folder / "test.csv")
-        return RawData("csv", [], read_csv_rows(folder / "train.csv"), {"test.csv": _cap_rows(test)},
+        test = read_csv_checked(folder / "test.csv")
+        return RawData("csv", [], read_csv_checked(folder / "train.csv"), {"test.csv": _cap_rows(test)},
                        [str(folder / "train.csv"), str(folder / "test.csv")])
     train_name, test_name = LABEL_FIRST_FILES[task.data_name]
     rows = read_label_first(folder / train_name)
@@ -124,6 +127,29 @@ def load_raw(task: LmBffTask, data_dir: str | Path) -> RawData:
         log.warning("%s: %s has no test split; holding out %d rows as test (not LM-BFF's split)",
                     task.data_name, train_name, HOLDOUT_SIZE)
     return RawData("csv", [], rows, {"test.csv": _cap_rows(test)}, sources)
+
+
+def read_glue_checked(task: LmBffTask, path: Path) -> tuple[list[str], list[str]]:
+    """(header, data lines) of an original GLUE file whose rows all have the task's columns.
+
+    The lines are copied verbatim into the k-shot files; checking them here reports a short
+    row with its file and line now, not when the k-shot split is trained on (or, for CoLA and
+    MRPC, as an IndexError while grouping by label).
+    """
+    header, lines = split_glue_header(task, read_lines(path))
+    for lineno, line in enumerate(lines, len(header) + 1):
+        if line.strip():
+            parse_glue_line(task, line, f"{path}:{lineno}")  # raises unless the task skips short rows
+    return header, lines
+
+
+def read_csv_checked(path: Path) -> list[list[str]]:
+    """Rows of an original LM-BFF csv file, each with its label and text columns."""
+    rows = []
+    for lineno, row in read_csv_numbered(path):
+        check_csv_row(row, f"{path}:{lineno}")
+        rows.append(row)
+    return rows
 
 
 def _cap_lines(lines: list[str]) -> list[str]:
@@ -147,8 +173,7 @@ def _cap_rows(rows: list) -> list:
 def _label_of(task: LmBffTask, item) -> str:
     if task.fmt == "glue":
         return glue_generator_label(task, item)
-    label = str(item[0]).strip()
-    return label[:-2] if label.endswith(".0") and label[:-2].isdigit() else label
+    return csv_label(item)
 
 
 def group_by_label(task: LmBffTask, items: list) -> dict[str, list]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from zoft.errors import ZoftUserError
 
+import contextlib
 import importlib.util
 import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from transformers import (
@@ -23,6 +25,7 @@ from transformers import (
 )
 
 from zoft.config.schema import ModelConfig
+from zoft.models.folder import ModelFolderError, check_model_folder
 from zoft.models.tiny import build_tiny_model, build_tiny_tokenizer
 from zoft.models.tying import unties_by_default, untie_output_embeddings
 
@@ -123,6 +126,7 @@ def _check_source(cfg: ModelConfig) -> tuple[str, bool]:
                 f"model.path={path!r} is not a folder with a Hugging Face model (no config.json "
                 f"in {folder.resolve()}). Point model.path at a folder written by save_pretrained."
             )
+        check_model_folder(folder, f"model.path={cfg.path!r}")
         return str(folder), True
     if _is_cached(path):
         return path, True
@@ -141,6 +145,28 @@ def check_model_available(cfg: ModelConfig) -> None:
     """Fail in seconds, before any data work, when the weights cannot be had."""
     if cfg.path is not None:
         _check_source(cfg)
+
+
+@contextlib.contextmanager
+def _load_errors(cfg: ModelConfig, source: str, what: str) -> Iterator[None]:
+    """Turn transformers' failure to read ``source`` into one ModelFolderError.
+
+    :func:`zoft.models.folder.check_model_folder` has already caught the usual damage (bad
+    JSON, missing or cut weights, no tokenizer); this names the folder for whatever else a
+    loader trips on (e.g. a config.json of an architecture this transformers does not know).
+    Running out of memory is not the folder's fault and propagates unchanged.
+    """
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError, ZoftUserError):
+        raise
+    except Exception as err:  # noqa: BLE001 - re-raised as a user error naming the folder
+        detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ModelFolderError(
+            f"model.path={cfg.path!r}: transformers cannot load the {what} from {source}: "
+            f"{type(err).__name__}: {detail} (expected a folder written by save_pretrained, of a model of "
+            f"kind {cfg.kind!r})"
+        ) from None
 
 
 def load_model(cfg: ModelConfig, num_labels: int | None = None, dtype: str | None = None) -> LoadedModel:
@@ -162,13 +188,15 @@ def load_model(cfg: ModelConfig, num_labels: int | None = None, dtype: str | Non
     else:
         source, local_only = _check_source(cfg)
         log.info("Loading %s from %s", cfg.name, source)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        with _load_errors(cfg, source, "tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         kwargs = dict(dtype=dtype, local_files_only=local_only)
         if head:
             kwargs.update(head, ignore_mismatched_sizes=True)
         if cfg.device_map:
             kwargs["device_map"] = cfg.device_map
-        model = KINDS[cfg.kind].from_pretrained(source, **kwargs)
+        with _load_errors(cfg, source, "model"):
+            model = KINDS[cfg.kind].from_pretrained(source, **kwargs)
         if not cfg.device_map:
             model.to(device)
     if tokenizer.pad_token_id is None:

@@ -39,6 +39,10 @@ class Trajectory:
     lrs: list[float]
     grads: list[list[float]]
     header_bytes: int = 0
+    # Bytes of a last record cut short (a run killed mid-write); that record is not in ``steps``.
+    cut_bytes: int = 0
+    # The file it was read from (for messages); empty when built in memory.
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -110,32 +114,108 @@ class TrajectoryWriter:
 
 
 def read_trajectory(path: Path | str) -> Trajectory:
-    """Read a trajectory file; a truncated last record (a killed run) is dropped."""
+    """Read a trajectory file; a truncated last record (a killed run) is dropped and counted in
+    ``cut_bytes``. Anything else that is not a whole trajectory (another file, a cut header,
+    records that do not follow each other) is a :class:`TrajectoryError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise TrajectoryError(f"trajectory file {str(path)!r} does not exist")
+        what = "is a folder, not a file (pass the run's trajectory.bin)" if path.is_dir() else "does not exist"
+        raise TrajectoryError(f"trajectory file {str(path)!r} {what}")
     data = path.read_bytes()
-    if data[:8] != MAGIC:
-        raise TrajectoryError(f"{str(path)!r} is not a zoft trajectory (bad magic {data[:8]!r})")
-    (size,) = struct.unpack_from("<I", data, 8)
-    header = json.loads(data[12:12 + size].decode())
-    n = header.get("record_width", header["optimizer"]["n_directions"])
-    rec = struct.Struct(f"<Id{n}f")
-    body = memoryview(data)[12 + size:]
-    count = len(body) // rec.size
+    header, start = _read_header(path, data)
+    rec = struct.Struct(f"<Id{_record_width(path, header)}f")
+    body = memoryview(data)[start:]
+    count, cut = divmod(len(body), rec.size)
     steps, lrs, grads = [], [], []
     for i in range(count):
         step, lr, *g = rec.unpack_from(body, i * rec.size)
         steps.append(step)
         lrs.append(lr)
         grads.append(g)
-    return Trajectory(header, steps, lrs, grads, 12 + size)
+    traj = Trajectory(header, steps, lrs, grads, start, cut_bytes=cut, source=str(path))
+    _check_consecutive(path, traj, rec.size)
+    return traj
+
+
+def _read_header(path: Path, data: bytes) -> tuple[dict, int]:
+    """The header (a JSON object describing the optimizer) and the offset of the first record."""
+    fix = "point --trajectory at a run's trajectory.bin (a file cut while copied must be copied again)"
+    if not data:
+        raise TrajectoryError(f"{path}: the file is empty, not a zoft trajectory; {fix}")
+    if data[:len(MAGIC)] != MAGIC:
+        if len(data) < len(MAGIC) and MAGIC.startswith(data):
+            raise TrajectoryError(f"{path}: the file is truncated ({len(data)} bytes, inside its first 8); {fix}")
+        raise TrajectoryError(f"{path}: not a zoft trajectory: it starts with {data[:8]!r}, a trajectory "
+                              f"with {MAGIC!r}; {fix}")
+    prefix = len(MAGIC) + 4
+    if len(data) < prefix:
+        raise TrajectoryError(f"{path}: the header is truncated: the file ends after {len(data)} bytes, "
+                              f"before the header's length; {fix}")
+    (size,) = struct.unpack_from("<I", data, len(MAGIC))
+    if prefix + size > len(data):
+        raise TrajectoryError(f"{path}: the header is truncated: it declares {size} bytes but only "
+                              f"{len(data) - prefix} follow; {fix}")
+    try:
+        header = json.loads(data[prefix:prefix + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TrajectoryError(f"{path}: the header is not valid JSON ({err}); the file is damaged; {fix}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("optimizer"), dict):
+        raise TrajectoryError(f"{path}: the header has no optimizer description, so its records cannot be "
+                              f"read; the file is damaged or not from zoft; {fix}")
+    return header, prefix + size
+
+
+def _record_width(path: Path, header: dict) -> int:
+    """Scalars per record: what the writer stored as ``record_width`` (older files: the
+    optimizer's number of directions)."""
+    n = header.get("record_width", header["optimizer"].get("n_directions"))
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise TrajectoryError(f"{path}: the header's record width {n!r} is not a positive integer; "
+                              "the file is damaged or not from zoft")
+    return n
+
+
+def _check_consecutive(path: Path, traj: Trajectory, record_size: int) -> None:
+    """Records are written one per step from ``start_step`` on (a resume or a rollback rewrites
+    the tail); any other sequence means the record section is damaged, e.g. spliced or cut at a
+    point that is not a record boundary."""
+    first = int(traj.header.get("start_step", 0))
+    for i, step in enumerate(traj.steps):
+        if step != first + i:
+            offset = traj.header_bytes + i * record_size
+            raise TrajectoryError(
+                f"{path}: the record section is damaged: record {i} (byte {offset}) is for step {step} but "
+                f"step {first + i} was expected (records follow each other from step {first}); copy the "
+                "file again from the run folder")
+
+
+def check_until_step(traj: Trajectory, until_step: Optional[int], name: str = "until_step") -> None:
+    """``until_step`` counts steps to apply: 0 (the base model) to the number recorded. Outside
+    that range it used to mean "none" or "all" silently; now it is an error naming the range.
+
+    A file whose last record is cut (a run killed mid-write) is replayed only up to the records
+    before the cut, and only when asked to explicitly: without ``until_step`` it would silently
+    give a model the run never finished stepping to.
+    """
+    where = traj.source or "the trajectory"
+    n = len(traj)
+    if until_step is not None and not 0 <= until_step <= n:
+        cut = f", plus {traj.cut_bytes} bytes of a cut record" if traj.cut_bytes else ""
+        raise TrajectoryError(f"{name} {until_step} is out of range: {where} has {n} recorded steps{cut}; "
+                              f"pass 0..{n} (the number of steps to apply; 0 = the base model)")
+    if until_step is None and traj.cut_bytes:
+        raise TrajectoryError(
+            f"{where}: the record section is truncated: {n} whole records and {traj.cut_bytes} bytes of a cut "
+            f"one (the run was killed while writing it, or the file was cut while copied); pass {name} "
+            f"{n} (or less) to replay the whole records, or copy the file again")
 
 
 def replay_into(optimizer, trajectory: Trajectory | Path | str, until_step: Optional[int] = None) -> int:
     """Apply the recorded steps (up to ``until_step`` steps in total) to ``optimizer``'s
     parameters; returns the number of steps applied."""
     traj = trajectory if isinstance(trajectory, Trajectory) else read_trajectory(trajectory)
+    if until_step is not None:
+        check_until_step(traj, until_step)
     saved = traj.header["optimizer"]
     mine = json.loads(json.dumps(optimizer.describe(), default=str))  # as stored (tuples -> lists)
     diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}

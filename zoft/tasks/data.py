@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from zoft.config.schema import TaskConfig
 from zoft.tasks.base import Example, TaskSpec
@@ -25,27 +26,73 @@ class TaskData:
 
 
 def read_split(spec: TaskSpec, split: str, data_dir: str | None) -> tuple[str, list[Example]]:
-    """All examples of ``split`` ("train" or "test") and a description of their source."""
+    """All examples of ``split`` ("train" or "test") and a description of their source.
+
+    Every record is checked here, while the data is read: a missing field, a label outside the
+    task's labels or a non-text field stops the run now, naming the file and line, rather than
+    as an IndexError in the middle of training.
+    """
     src = spec.source
     if src.generate is not None and data_dir is None:
-        records, origin = src.generate(split), f"generated:{spec.name}/{split}"
+        origin = f"generated:{spec.name}/{split}"
+        located = [(f"{origin} record {i + 1}", r) for i, r in enumerate(src.generate(split))]
     elif data_dir is not None:
-        path, records = read_local_split(data_dir, src.local_files[split], src.tsv_columns)
+        path, located = read_local_split(data_dir, src.local_files[split], src.tsv_columns)
         origin = str(path)
     else:
         if src.hub_id is None:
             raise DataFileError(f"task {spec.name!r} has no Hub source; pass task.data_dir=...")
         records = read_hub_split(src.hub_id, src.hub_config, src.hub_splits[split])
         origin = f"hub:{src.hub_id}/{src.hub_config or 'default'}/{src.hub_splits[split]}"
+        located = [(f"{origin} row {i}", r) for i, r in enumerate(records)]
     examples: list[Example] = []
-    for i, record in enumerate(records):
-        try:
-            examples.extend(src.read_record(record))
-        except (KeyError, ValueError, TypeError) as err:
-            raise DataFileError(f"{origin}: record {i + 1} cannot be read as {spec.name}: {err!r}") from None
+    for place, record in located:
+        examples.extend(read_record(spec, place, record))
     if not examples:
         raise DataFileError(f"{origin}: no usable examples for task {spec.name}")
     return origin, examples
+
+
+def read_record(spec: TaskSpec, place: str, record: Mapping[str, Any]) -> list[Example]:
+    """The examples of one raw record, checked; errors name ``place`` (file:line)."""
+    try:
+        examples = spec.source.read_record(record)
+    except KeyError as err:
+        present = ", ".join(map(str, record)) or "none"
+        raise DataFileError(f"{place}: missing field {err.args[0]!r} for a {spec.name} record (the record "
+                            f"has: {present}); add it or point task.data_dir at {spec.name}'s files") from None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise DataFileError(f"{place}: cannot be read as a {spec.name} record: {err}; fix or remove "
+                            "that record") from None
+    for ex in examples:
+        check_example(spec, place, ex)
+    return examples
+
+
+def check_example(spec: TaskSpec, place: str, ex: Example) -> None:
+    """Text where text is rendered, and gold indices among the candidates: what the templates
+    and the loss index later, so a bad record cannot fail in the middle of training."""
+    for name, value in ex.fields.items():
+        if not isinstance(value, str):
+            raise DataFileError(f"{place}: field {name!r} of a {spec.name} record is "
+                                f"{_json_kind(value)}, expected text")
+    bad = [c for c in ex.candidates if not isinstance(c, str)]
+    if bad:
+        raise DataFileError(f"{place}: candidate {bad[0]!r} of a {spec.name} record is not text")
+    if spec.kind != "generation":
+        n = len(ex.candidates)
+        for gold in ex.gold_indices:
+            if not (isinstance(gold, int) and 0 <= gold < n):
+                raise DataFileError(f"{place}: the gold answer {gold!r} of a {spec.name} record is not one "
+                                    f"of the {n} candidates (indices 0..{n - 1}: {', '.join(ex.candidates)})")
+
+
+def _json_kind(value: Any) -> str:
+    """How a value reads in the user's file: null, a number, a list..."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), f"a {type(value).__name__}")
 
 
 def load_task_data(spec: TaskSpec, cfg: TaskConfig) -> TaskData:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, register_task
+from zoft.tasks.base import DataSource, Example, TaskSpec, label_index, register_task
 from zoft.tasks.opt_tasks import SST2
 
 POSITIVE = ("wonderful", "excellent", "fantastic", "lovely", "brilliant", "superb", "delightful", "charming")
@@ -37,7 +37,8 @@ def generate_records(split: str) -> list[dict]:
 
 
 def _record(r) -> list[Example]:
-    return [Example(fields={"sentence": r["sentence"]}, candidates=("terrible", "great"), gold=int(r["label"]))]
+    return [Example(fields={"sentence": r["sentence"]}, candidates=("terrible", "great"),
+                    gold=label_index(r["label"], count=2))]
 
 
 DEMO = register_task(

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, Template, register_task
+from zoft.tasks.base import DataSource, Example, TaskSpec, Template, label_index, register_task
 
 GLUE_TRAIN = ("train.tsv", "train_full.tsv", "train.jsonl")
 GLUE_TEST = ("dev.tsv", "validation.jsonl", "val.jsonl", "dev.jsonl")
 
 
 def _label(value: Any) -> int:
-    """Labels arrive as ints (Hub, jsonl) or strings (tsv)."""
-    return int(value)
+    """Labels arrive as ints (Hub, jsonl) or strings (tsv); only 0 and 1 are SST-2 labels."""
+    return label_index(value, count=2)
 
 
 # --- SST2 -------------------------------------------------------------------------------------

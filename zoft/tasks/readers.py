@@ -1,11 +1,13 @@
 """Readers for the distribution formats of the paper's data (GLUE tsv, jsonl, json) and for
-the Hugging Face Hub. Every malformed line is reported with its file and line number."""
+the Hugging Face Hub. Every record comes with its place (``file:line``, or the item of a json
+file), so a malformed line, a missing field or a bad label is reported where it is."""
 
 from __future__ import annotations
 
 from zoft.errors import ZoftUserError
 
 import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -13,54 +15,88 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
+# One raw record and where it came from: "path:line", "path: data[3]", "hub:... row 7".
+Located = tuple[str, dict[str, Any]]
+
 
 class DataFileError(ZoftUserError, ValueError):
     """A data file is missing, empty or malformed."""
 
 
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text (a BOM is dropped); a binary or non-UTF-8 file is a
+    :class:`DataFileError` naming the file (and the line of the first bad byte), instead of a
+    UnicodeDecodeError from the middle of a read."""
+    raw = Path(path).read_bytes()
+    if b"\x00" in raw:
+        # Text files never hold NUL bytes; binary files (and UTF-16 text) almost always do.
+        raise DataFileError(f"{path}: a binary file, not text (it contains NUL bytes); data files must be "
+                            "UTF-8 text (.jsonl, .tsv or .json)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataFileError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); data files "
+            "must be UTF-8: convert it (e.g. `iconv -f latin1 -t utf-8`) or check that it is the right file"
+        ) from None
+
+
+def read_jsonl_located(path: Path) -> list[Located]:
+    """One JSON object per line, with its ``path:line``; blank lines are skipped."""
+    records = []
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); each "
+                                "line of a .jsonl file must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        records.append((f"{path}:{lineno}", record))
+    return records
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """One JSON object per line; blank lines are skipped."""
+    return [record for _, record in read_jsonl_located(path)]
+
+
+def read_tsv_located(path: Path, columns: Optional[Sequence[str]] = None) -> list[Located]:
+    """A tab-separated file, each row with its ``path:line``; the first row is the header
+    unless ``columns`` names them.
+
+    Quoting is off (GLUE files contain bare quote characters). A UTF-8 BOM is dropped.
+    """
+    rows: Iterator[list[str]] = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t",
+                                           quoting=csv.QUOTE_NONE)
+    header = list(columns) if columns is not None else next(rows, None)
+    if header is None:
+        return []
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFileError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
+    start = 1 if columns is not None else 2
+    for lineno, row in enumerate(rows, start):
+        if not row:
+            continue
+        if len(row) < len(header):
+            raise DataFileError(
+                f"{path}:{lineno}: expected {len(header)} tab-separated columns "
+                f"({', '.join(header)}), found {len(row)}"
+            )
+        records.append((f"{path}:{lineno}", dict(zip(header, row))))
     return records
 
 
 def read_tsv(path: Path, columns: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
-    """A tab-separated file; the first row is the header unless ``columns`` names them.
-
-    Quoting is off (GLUE files contain bare quote characters). A UTF-8 BOM is dropped.
-    """
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows: Iterator[list[str]] = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = list(columns) if columns is not None else next(rows, None)
-        if header is None:
-            return []
-        records = []
-        start = 1 if columns is not None else 2
-        for lineno, row in enumerate(rows, start):
-            if not row:
-                continue
-            if len(row) < len(header):
-                raise DataFileError(
-                    f"{path}:{lineno}: expected {len(header)} tab-separated columns "
-                    f"({', '.join(header)}), found {len(row)}"
-                )
-            records.append(dict(zip(header, row)))
-    return records
+    """A tab-separated file as records (see :func:`read_tsv_located`)."""
+    return [record for _, record in read_tsv_located(path, columns)]
 
 
-def read_local_split(data_dir: str, names: Sequence[str], columns: Mapping[str, Sequence[str]]) -> tuple[Path, list[dict[str, Any]]]:
-    """Read the first of ``names`` that exists in ``data_dir``."""
+def read_local_split(data_dir: str, names: Sequence[str],
+                     columns: Mapping[str, Sequence[str]]) -> tuple[Path, list[Located]]:
+    """Read the first of ``names`` that exists in ``data_dir``: its path and its located records."""
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataFileError(f"task.data_dir={data_dir!r} is not a folder")
@@ -68,11 +104,11 @@ def read_local_split(data_dir: str, names: Sequence[str], columns: Mapping[str, 
         path = folder / name
         if path.is_file():
             if path.suffix == ".jsonl":
-                records = read_jsonl(path)
+                records = read_jsonl_located(path)
             elif path.suffix == ".json":
                 records = _read_json(path)
             else:
-                records = read_tsv(path, columns.get(name))
+                records = read_tsv_located(path, columns.get(name))
             if not records:
                 raise DataFileError(f"{path}: the file is empty (no records)")
             return path, records
@@ -82,20 +118,28 @@ def read_local_split(data_dir: str, names: Sequence[str], columns: Mapping[str, 
     )
 
 
-def _read_json(path: Path) -> list[dict[str, Any]]:
+def _read_json(path: Path) -> list[Located]:
     try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
+        payload = json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise DataFileError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        raise DataFileError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
     if isinstance(payload, dict) and isinstance(payload.get("data"), list):
-        return payload["data"]  # SQuAD layout: {"data": [...]}
+        # SQuAD layout: {"data": [article, ...]}
+        return [(f"{path}: data[{i}]", _object(path, f"data[{i}]", r)) for i, r in enumerate(payload["data"])]
     if isinstance(payload, dict):
         # DROP layout: {passage_id: {...}}
-        return [dict(value, _key=key) for key, value in payload.items()]
+        return [(f"{path}: passage {key!r}", dict(_object(path, f"passage {key!r}", value), _key=key))
+                for key, value in payload.items()]
     if isinstance(payload, list):
-        return payload
+        return [(f"{path}: item {i}", _object(path, f"item {i}", r)) for i, r in enumerate(payload)]
     raise DataFileError(f"{path}: unsupported JSON layout (expected a list or an object)")
+
+
+def _object(path: Path, where: str, value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object; records are looked up by field name."""
+    if not isinstance(value, dict):
+        raise DataFileError(f"{path}: {where} is a JSON {type(value).__name__}, expected an object")
+    return value
 
 
 def read_hub_split(hub_id: str, config: Optional[str], split: str) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, Template, register_task
+from zoft.tasks.base import DataSource, Example, TaskSpec, Template, label_index, register_task
 
 log = logging.getLogger(__name__)
 
@@ -21,23 +21,6 @@ SUPERGLUE_TRAIN = ("train.jsonl",)
 SUPERGLUE_TEST = ("val.jsonl", "validation.jsonl", "dev.jsonl")
 SUPERGLUE_HUB = "aps/super_glue"
 HUB_SPLITS = {"train": "train", "test": "validation"}
-
-
-def label_index(value: Any, names: Sequence[str] = ()) -> int:
-    """A label as an index: ints and bools as they are, strings by ``names`` ("entailment"), or
-    "true"/"false"/digits."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if text in names:
-        return list(names).index(text)
-    if text.lower() in ("true", "false"):
-        return int(text.lower() == "true")
-    if text.lstrip("-").isdigit():
-        return int(text)
-    raise ValueError(f"label {value!r} is not one of {list(names) or ['0', '1', 'true', 'false']}")
 
 
 def suffix_template(prompt: Callable[[Example], str]) -> Template:

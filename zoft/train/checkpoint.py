@@ -4,6 +4,7 @@ loop position, RNG states, best-so-far bookkeeping)."""
 
 from __future__ import annotations
 
+import pickle
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from zoft.outputs import save_tensors
+from zoft.rundir import RunFolderError, differences
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -29,6 +31,7 @@ class LoopState:
     examples_seen: int = 0
     lr_scale: float = 1.0  # lowered by divergence rollbacks
     rollbacks: int = 0
+    seconds: float = 0.0  # training time up to this checkpoint, over every attempt
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,9 +55,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     loop: LoopState,
+    run_config: Optional[dict] = None,
 ) -> None:
-    """Write the resumable state to ``path`` (temporary file + rename: never half-written)."""
+    """Write the resumable state to ``path`` (temporary file + rename: never half-written),
+    with the run's resolved config, which a resume compares against its own."""
     payload = {
+        "config": run_config,
         "weights": {n: p.detach().cpu().clone() for n, p in trainable},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -69,9 +75,20 @@ def load_checkpoint(
     trainable: Sequence[tuple[str, torch.nn.Parameter]],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    run_config: Optional[dict] = None,
 ) -> LoopState:
-    """Restore what :func:`save_checkpoint` wrote; returns the loop bookkeeping."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    """Restore what :func:`save_checkpoint` wrote; returns the loop bookkeeping.
+
+    With ``run_config``, a checkpoint written under different run-defining settings
+    (:func:`zoft.rundir.differences`) is refused before anything is restored.
+    """
+    payload = read_checkpoint(path)
+    if run_config is not None and payload.get("config") is not None:
+        changed = differences(payload["config"], run_config)
+        if changed:
+            raise RunFolderError(f"{path} was written by a run with different settings:\n    "
+                                 + "\n    ".join(changed)
+                                 + "\n  Run into a new folder, or start afresh with resume=false")
     missing = [n for n, _ in trainable if n not in payload["weights"]]
     if missing:
         raise ValueError(f"checkpoint {path} does not match the model: missing {missing[:3]}")
@@ -82,3 +99,15 @@ def load_checkpoint(
     scheduler.load_state_dict(payload["scheduler"])
     set_rng_state(payload["rng"])
     return LoopState(**payload["loop"])
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's payload; a truncated or foreign file is a clear error, not a traceback."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise RunFolderError(f"{path} is not a readable zoft checkpoint ({type(err).__name__}: {err}); "
+                             "it may be truncated. Start afresh with resume=false, or delete it") from None
+    if not isinstance(payload, dict) or not {"weights", "optimizer", "scheduler", "loop"} <= set(payload):
+        raise RunFolderError(f"{path} is not a zoft checkpoint (no weights/optimizer/scheduler/loop entries)")
+    return payload

@@ -61,6 +61,19 @@ def eval_interval(cfg: TrainerConfig, steps: int) -> int:
     return math.ceil(steps / cfg.num_evals) if cfg.num_evals and steps else 0
 
 
+AUTO_CHECKPOINT_MAX = 1000  # the auto cadence checkpoints at least this often (in steps)
+
+
+def checkpoint_interval(cfg: TrainerConfig, steps: int, every_eval: int) -> int:
+    """Steps between resumable checkpoints: ``checkpoint_steps`` when set (0: only on a
+    signal); auto (null): at every dev evaluation, and at least every 1000 steps (every tenth of
+    the run when there are no evaluations), so that a kill loses at most that stretch."""
+    if cfg.checkpoint_steps is not None:
+        return cfg.checkpoint_steps
+    cadence = every_eval if every_eval else max(steps // 10, 1)
+    return min(cadence, AUTO_CHECKPOINT_MAX)
+
+
 def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> list[int]:
     """Indices of the batch of 0-based ``step``: epoch ``e`` is a permutation seeded by
     (seed, e), cut into batches (the last one short). A pure function of the step, so a resumed
@@ -96,6 +109,7 @@ class Trainer:
         on_log: Optional[Callable[[dict], None]] = None,
         parallel: Optional[Parallel] = None,
         precision: Optional[PrecisionPlan] = None,
+        run_config: Optional[dict] = None,
     ) -> None:
         self.model = model
         self.objective = objective
@@ -118,6 +132,8 @@ class Trainer:
         self.scaler = LossScaler() if self.precision.autocast_dtype == torch.float16 and not self.zeroth_order else None
         self.best_path = self.run_dir / "checkpoints" / "best_trainable.pt"
         self.last_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
+        # Stored in every checkpoint: a resume with other run-defining settings is refused.
+        self.run_config = run_config
 
     # -- closures ------------------------------------------------------------------------------
     def _micro_batches(self, batch: list) -> list[list]:
@@ -191,14 +207,16 @@ class Trainer:
             log.warning("step %d: no resumable checkpoint under FSDP (sharded optimizer state)", state.step)
             return
         if self.parallel.is_main:  # all ranks hold the same weights and optimizer state
-            save_checkpoint(self.last_path, self.trainable, self.optimizer, self.scheduler, state)
+            save_checkpoint(self.last_path, self.trainable, self.optimizer, self.scheduler, state,
+                            run_config=self.run_config)
         self.parallel.barrier()
 
     def _resume(self, metrics_path: Path) -> LoopState:
         if not self.parallel.supports_resumable_checkpoints:
             raise DistributedError(f"cannot resume {self.last_path} under distributed.strategy=fsdp; "
                                    "resume with ddp, or start afresh with resume=false")
-        state = load_checkpoint(self.last_path, self.trainable, self.optimizer, self.scheduler)
+        state = load_checkpoint(self.last_path, self.trainable, self.optimizer, self.scheduler,
+                                run_config=self.run_config)
         # Rows logged after the checkpoint are redone by the resumed run: drop them.
         if metrics_path.exists() and self.parallel.is_main:
             rows = [r for r in read_jsonl_tolerant(metrics_path) if r.get("step", 0) <= state.step]
@@ -263,12 +281,14 @@ class Trainer:
         cfg = self.cfg
         steps = total_steps(cfg, len(train_items))
         every = eval_interval(cfg, steps)
+        checkpoint_every = checkpoint_interval(cfg, steps, every)
         metrics_path = self.run_dir / "metrics.jsonl"
         state = self._resume(metrics_path) if resume else LoopState()
         metrics_log = MetricsLog(metrics_path) if self.parallel.is_main else _NoLog()
         key = "loss" if cfg.select_by == "loss" else self.objective.metric
         grad_history: list[float] = []
         start = time.perf_counter()
+        seconds_before = state.seconds  # training time of earlier attempts, up to their checkpoint
         bar = tqdm(total=steps, initial=state.step, desc="train", disable=not (cfg.progress_bar and self.parallel.is_main), dynamic_ncols=True)
         loss_value = float("nan")
         self.model.train(not self.zeroth_order)  # MeZO runs without dropout, as the original
@@ -326,7 +346,8 @@ class Trainer:
                             self._save_best()
                     if self.parallel.active and self.parallel.any(signals.received is not None):
                         signals.received = signals.received or "SIGTERM (another rank)"  # stop together
-                    if (cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0) or signals.received:
+                    if (checkpoint_every and step % checkpoint_every == 0) or signals.received:
+                        state.seconds = seconds_before + time.perf_counter() - start
                         self._checkpoint(state)
                     if signals.received:
                         signals.requeue_if_slurm(cfg.requeue_on_signal)
@@ -338,10 +359,10 @@ class Trainer:
         if state.best_step is not None and state.best_step != steps:
             log.info("restoring the best weights (step %d, dev %s=%.4f)", state.best_step, key, state.best_value)
             self._restore_best()
-        if self.parallel.is_main:
-            self.last_path.unlink(missing_ok=True)  # finished: the resumable state is no longer needed
+        # checkpoints/last.pt stays: it is the state at the last step, from which a larger
+        # trainer.max_steps extends the run.
         return TrainResult(steps=steps, best_step=state.best_step, best_dev=state.best_dev, last_loss=loss_value,
-                           forward_passes=state.forward_passes, seconds=time.perf_counter() - start)
+                           forward_passes=state.forward_passes, seconds=seconds_before + time.perf_counter() - start)
 
 
 class _NoLog:
@@ -355,16 +376,20 @@ class _NoLog:
 
 
 class StopSignals:
-    """Turns SIGTERM/SIGUSR1 (Slurm's preemption warnings) into a flag checked at step ends."""
+    """Turns SIGTERM/SIGUSR1 (Slurm's preemption warnings) and SIGINT (Ctrl-C) into a flag
+    checked at step ends: the loop checkpoints and stops. A second SIGINT stops at once."""
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
     def __init__(self) -> None:
         self.received: Optional[str] = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.received == "SIGINT":
+            raise KeyboardInterrupt  # asked twice: do not wait for the step to end
+        self.received = name
         log.warning("received %s: will checkpoint and stop after the current step", self.received)
 
     def __enter__(self) -> "StopSignals":
