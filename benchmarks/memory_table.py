@@ -1,6 +1,6 @@
 """Peak memory of zero-shot, ICL, MeZO, MeZO-LoRA, FT-prefix and FT (Adam) for OPT-1.3B/2.7B/6.7B/13B, estimated from
 measurements of small OPT-architecture models (random weights, built in code, CPU), printed next
-to the paper's Table 22 (MEZO_SPEC 6.5).
+to the paper's Table 22 (Malladi et al., 2023).
 
     OMP_NUM_THREADS=1 python benchmarks/memory_table.py            # about a minute on one core
     python benchmarks/memory_table.py --markdown                   # the README table

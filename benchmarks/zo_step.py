@@ -61,7 +61,7 @@ def make_closure(model):
     return closure, ids
 
 
-# -- the original step, re-implemented for comparison (MEZO_SPEC 2.8) ------------------------
+# -- the original step, re-implemented for comparison (large_models/trainer.py ``zo_step``) ------------------------
 def original_step(model, closure, eps: float, lr: float, weight_decay: float = 0.0) -> float:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     seed = np.random.randint(1_000_000_000)

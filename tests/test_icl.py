@@ -1,4 +1,4 @@
-"""Zero-shot and in-context learning (MEZO_SPEC 2.3-2.5): demonstration assembly, per-example
+"""Zero-shot and in-context learning (the original's large_models/run.py): demonstration assembly, per-example
 resampling, left truncation keeping BOS, SFC calibration, and evaluation-only runs."""
 
 from __future__ import annotations

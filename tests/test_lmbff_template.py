@@ -13,7 +13,7 @@ TOK = build_tiny_tokenizer("roberta")
 ONE = ("a great film",)
 TWO = ("The movie was great.", "It is Good")
 
-# Golden token strings per template (MEZO_SPEC 5.2's rendering examples, on tiny-roberta's BPE).
+# Golden token strings per template (LM-BFF's template rendering, as the original's medium_models/src/dataset.py, on tiny-roberta's BPE).
 GOLDEN = {
     "*cls**sent_0*_It_was*mask*.*sep+*":
         ["<s>", "a", "Ġgreat", "Ġfilm", "ĠIt", "Ġwas", "<mask>", ".", "</s>"],

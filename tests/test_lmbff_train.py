@@ -185,7 +185,7 @@ def test_zeroth_order_estimate_matches_autograd(kshot_root, kind):
 
 
 def test_linear_probe_on_the_mask_state_fits_the_label_word_rows(kshot_root, tmp_path):
-    """RoBERTa linear probing (MEZO_SPEC 5.8): features at the mask, sklearn fit, coefficients
+    """RoBERTa linear probing (the original's medium_models/src/linearhead_trainer.py): features at the mask, sklearn fit, coefficients
     written into the decoder rows of the label words; the model then predicts what sklearn does."""
     import numpy as np
     import torch

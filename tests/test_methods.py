@@ -146,7 +146,7 @@ def test_mezo_with_adapters_keeps_inference_memory(family, method):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mezo_moves_the_lora_output_after_eval(family):
     """The original RoBERTa LoRA (loralib 0.1.2) merged weights on eval() and then ignored A/B, so
-    MeZO learned nothing (MEZO_SPEC 7.20). Here the LoRA branch stays live in eval mode."""
+    MeZO learned nothing (a defect of the original with loralib >= 0.1.2). Here the LoRA branch stays live in eval mode."""
     model, named = adapted(family, "lora")
     model.eval()
     data = batch(family)

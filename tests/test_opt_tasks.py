@@ -172,7 +172,7 @@ def test_drop_official_answers_number_date_spans(fixtures_dir):
 def test_unlabeled_record_is_a_clear_error(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"premise": "a", "hypothesis": "b", "idx": 0}\n')
     (tmp_path / "val.jsonl").write_text('{"premise": "a", "hypothesis": "b", "label": "entailment", "idx": 0}\n')
-    with pytest.raises(DataFileError, match=r"train.jsonl:1: missing field .label. for a cb record"):
+    with pytest.raises(DataFileError, match=r"train.jsonl:1: cb record: missing field 'label'"):
         load_task_data(get_task("cb"), TaskConfig(name="cb", data_dir=str(tmp_path), num_train=1, num_dev=0))
 
 

@@ -1,5 +1,5 @@
 """Each paper grid in sweeps/ composes and expands (with Hydra's own sweep expansion) to exactly
-the grid of the paper (MEZO_SPEC 4.3, 5.6, 2.9); launchers compose; folder names are readable."""
+the grid of the paper (paper Appendix E, Tables 15-16, and Table 3); launchers compose; folder names are readable."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ PAPER_GRIDS = {
                          {"optimizer.eps": 1e-2, "method.lora_r": 8, "method.lora_alpha": 16}, OPT_MEZO),
     "opt-ft": ({"optimizer.lr": {1e-5, 5e-5, 8e-5}}, "ft", "adam", {}, OPT_FT),
     "opt-head": ({"optimizer.lr": {1e-4, 5e-4}}, "head", "adam", {}, OPT_FT),
-    # Non-differentiable objective (MEZO_SPEC 2.9; RoBERTa reuses Table 15's MeZO grid)
+    # Non-differentiable objective (paper Table 3; RoBERTa reuses Table 15's MeZO grid)
     "opt-nondiff-mezo": ({"optimizer.lr": {1e-6, 5e-6, 1e-5}}, "ft", "mezo",
                          {"optimizer.eps": 1e-3, "task.objective": "metric"}, {"batch_size": 16}),
     "opt-nondiff-mezo-prefix": ({"optimizer.lr": {1e-1, 5e-2, 1e-2}}, "prefix", "mezo",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -33,6 +34,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ZoftUserError as err:
+        if os.environ.get("ZOFT_DEBUG") == "1":  # as train.py: the traceback, for a bug report
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

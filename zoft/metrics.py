@@ -1,4 +1,4 @@
-"""Task metrics of the OPT protocol (MEZO_SPEC 2.5): accuracy, and SQuAD-style F1 / exact match
+"""Task metrics of the OPT protocol (the original's large_models/metrics.py): accuracy, and SQuAD-style F1 / exact match
 (used for SQuAD and DROP alike; DROP is NOT scored with its official numeric F1)."""
 
 from __future__ import annotations

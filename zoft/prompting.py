@@ -1,4 +1,4 @@
-"""Prompt encoding for causal LMs, exactly as the original's ``encode_prompt`` (MEZO_SPEC 2.4).
+"""Prompt encoding for causal LMs, exactly as the original's ``encode_prompt`` (large_models/utils.py).
 
 For classification and multiple choice an example becomes one token sequence per candidate, and
 ``option_len`` says how many trailing tokens are the candidate (the scored/trained part). For

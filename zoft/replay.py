@@ -60,14 +60,16 @@ def replay_run(trajectory: Path | str, base: Optional[str] = None, out: Optional
     record is cut. The file and ``until_step`` are checked before any model is loaded, and
     errors call the value ``step_option`` (``--step`` from the command line).
     """
+    traj = read_trajectory(trajectory)
+    check_until_step(traj, until_step, step_option)
+    cfg = _config_for(traj, base, device)
+    # Imported only now: transformers and the run machinery take seconds to import, and a bad
+    # file or --step should be reported at once.
     from zoft.methods.registry import apply_method
     from zoft.models.loader import load_model
     from zoft.optim.build import build_optimizer
     from zoft.run import seed_everything
 
-    traj = read_trajectory(trajectory)
-    check_until_step(traj, until_step, step_option)
-    cfg = _config_for(traj, base, device)
     seed_everything(cfg.seed)  # as in the run, before any method creates new parameters
     loaded = load_model(cfg.model)
     named = apply_method(loaded.model, cfg.method, loaded.family)

@@ -1,4 +1,4 @@
-"""One run, from a composed config to ``results.json``: the data flow of DESIGN.md."""
+"""One run, from a composed config to ``results.json``."""
 
 from __future__ import annotations
 
@@ -293,7 +293,7 @@ def _finish(cfg, loaded, objective, named, dev_items, test_items, run_dir: Path,
 
 def _evaluate_only(cfg: DictConfig, loaded: LoadedModel, objective, data, run_dir: Path, results: dict[str, Any],
                    main: bool = True) -> None:
-    """Zero-shot and in-context learning (MEZO_SPEC 2.3, 2.5): no training. ICL gives every
+    """Zero-shot and in-context learning (the original's large_models/run.py): no training. ICL gives every
     test example its own ``method.num_demos`` demonstrations, resampled from the whole train
     split with seeds ``randint(0, 10000)`` drawn under ``task.sample_seed``. The dev split is
     scored only zero-shot (its examples come from the train split, so demos could contain them)."""

@@ -53,7 +53,8 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: Optional[int] = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self, record_pid: bool = True) -> "RunLock":
+        """Take the lock (or raise naming the holder); ``record_pid=False`` only tests it."""
         check_writable(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -65,8 +66,9 @@ class RunLock:
             raise RunFolderError(
                 f"{self.path.parent} is in use by another zoft run (PID {holder_pid(self.path) or 'unknown'}); "
                 "wait for it to finish, or run into another folder (hydra.run.dir=... or output_dir=...)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if record_pid:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
 
@@ -97,7 +99,7 @@ def is_locked(run_dir: Path) -> Optional[str]:
     if not path.is_file():
         return None
     try:
-        RunLock(run_dir).acquire().release()
+        RunLock(run_dir).acquire(record_pid=False).release()
     except RunFolderError as err:
         return str(err)
     return None

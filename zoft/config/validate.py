@@ -27,7 +27,7 @@ def _choice(problems: list[str], key: str, value, valid) -> None:
 
 
 def _check_opt_task_options(problems: list[str], cfg: DictConfig, spec) -> None:
-    """ICL / calibration / generation / non-differentiable objective options (MEZO_SPEC 2.4-2.9)."""
+    """ICL / calibration / generation / non-differentiable objective options (the original's large_models/run.py options)."""
     t, me = cfg.task, cfg.method
     if me.sfc and me.icl_sfc:
         problems.append("method.sfc and method.icl_sfc are both true; choose one "

@@ -1,4 +1,4 @@
-"""Head tuning (MEZO_SPEC 2.10): only the final vocabulary projection trains.
+"""Head tuning (paper Table 1's LP row for generation tasks; the original's large_models/run.py ``--head_tuning``): only the final vocabulary projection trains.
 
 The body (embeddings and every transformer layer) runs under ``torch.no_grad``: no activation is
 kept for backward, so a backprop step costs little more than inference. When the head is tied to

@@ -1,10 +1,11 @@
-"""Linear probing (MEZO_SPEC 2.10, 5.8): a closed-form fit of the LM head's label-word rows.
+"""Linear probing (the original's large_models/run.py ``--linear_probing`` and
+medium_models/src/linearhead_trainer.py): a closed-form fit of the LM head's label-word rows.
 
 Features are the input of the final vocabulary projection (``lm_head`` / RoBERTa's
 ``lm_head.decoder``): at the option tokens of the gold answer for causal LMs (the target class is
 the option token's id), at the mask position for masked LMs (the target is the gold label word's
 id). scikit-learn's ``LogisticRegressionCV`` (lbfgs, L2, 10 Cs, 5-fold CV, multinomial: the
-default, since the ``multi_class`` argument was removed, MEZO_SPEC 7.18) fits them, with an
+default, since the ``multi_class`` argument was removed from scikit-learn: a defect of the original's code on current scikit-learn) fits them, with an
 intercept exactly when the head has a bias (RoBERTa yes, OPT/LLaMA no). The coefficients overwrite
 the head rows of the classes (binary: -w/2 and +w/2), and the intercepts the bias entries.
 

@@ -1,11 +1,11 @@
-"""LoRA (Hu et al., 2021) via peft, injected in place (MEZO_SPEC 2.11, 5.7).
+"""LoRA (Hu et al., 2021) via peft, injected in place (the original's large_models/lora.py and medium_models' loralib copy).
 
 The q and v projections of every attention layer (``query``/``value`` for RoBERTa/BERT) get
 ``W x + (alpha / r) * B A x`` with A (r x in) Kaiming-uniform, B (out x r) zero, no dropout. The
 model keeps its own class and forward signature (``peft.inject_adapter_in_model``, not a
 ``PeftModel`` wrapper), so every objective calls it exactly as the plain model. peft's LoRA layers
 never merge on ``eval()`` (merging is an explicit call), unlike loralib 0.1.2, whose merge on
-``eval()`` made the original RoBERTa MeZO-LoRA learn nothing (MEZO_SPEC 7.20).
+``eval()`` made the original RoBERTa MeZO-LoRA learn nothing (a defect of the original with loralib >= 0.1.2).
 
 On a sequence classifier (``model.kind=seq-cls``) the freshly initialised task head trains too,
 as peft's ``SEQ_CLS`` task type does (``modules_to_save``); the head is trained in place, as the
@@ -56,7 +56,7 @@ def apply_lora(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
         raise MethodError(f"method.name=lora found none of the target modules in {type(model).__name__}")
     for _, p in named:
         # LoRA matrices live in the model's dtype (the original left them fp32 under bf16 and
-        # crashed on the mixed-dtype matmul, MEZO_SPEC 7.10).
+        # crashed on the mixed-dtype matmul, a defect of the original).
         p.data = p.data.to(dtype)
         p.requires_grad_(True)
     if is_seq_cls(model):

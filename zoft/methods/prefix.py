@@ -1,4 +1,4 @@
-"""Prefix tuning without reparameterisation (MEZO_SPEC 2.11, 5.7).
+"""Prefix tuning without reparameterisation (the original's large_models/prefix.py and medium_models' prefix code).
 
 Every attention layer gets ``num_prefix`` trainable key and value vectors, each of width
 ``kv_heads * head_dim`` (= hidden for OPT, RoBERTa and LLaMA without grouped-query attention):

@@ -1,4 +1,4 @@
-"""Pick the objective for a task/model pair (the ``objective`` column of DESIGN.md)."""
+"""Pick the objective for a task/model pair (each task names its natural objective)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Causal-LM objectives: candidate scoring (classification / multiple choice) and teacher forcing
-on the gold continuation (LM-style), MEZO_SPEC 2.5-2.6.
+on the gold continuation (LM-style), as the original's large_models/run.py.
 
 Rows are LEFT-padded so every row's option tokens are right-aligned: the logits of only the last
 ``max(option_len) + 1`` positions are computed (``logits_to_keep``), which saves a

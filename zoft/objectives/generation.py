@@ -1,4 +1,4 @@
-"""Generation tasks (SQuAD, DROP) on a causal LM (MEZO_SPEC 2.5-2.6).
+"""Generation tasks (SQuAD, DROP) on a causal LM (the original's large_models/run.py).
 
 Training: teacher forcing on the gold continuation `` {answer}\\n`` (LM-style loss on the answer
 tokens only). Evaluation: batched greedy decoding from left-padded prompts that stops at a

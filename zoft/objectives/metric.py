@@ -1,4 +1,4 @@
-"""Non-differentiable objectives for MeZO (MEZO_SPEC 2.9): the training loss is minus the task
+"""Non-differentiable objectives for MeZO (paper Section 3.3, Table 3; the original's large_models/trainer.py ``--non_diff``): the training loss is minus the task
 metric of the batch (−F1 with greedy generation inside the loss for SQuAD/DROP, −accuracy for
 classification and multiple choice). It has no gradient, so only zeroth-order optimizers can
 use it; dev "loss" is likewise −metric so checkpoint selection stays consistent."""

@@ -1,4 +1,4 @@
-"""Objectives of the masked-LM (LM-BFF) family, MEZO_SPEC 5.3 and 5.5:
+"""Objectives of the masked-LM (LM-BFF) family, as the original's medium_models/src/models.py and src/trainer.py:
 
 * ``mlm-prompt``: the prompt is rendered with the task's template; the encoder's hidden state at
   the ``<mask>`` position goes through the MLM head and the logits of the label words are the
@@ -165,7 +165,7 @@ class MlmPromptObjective(LabelScorer):
 
     @torch.inference_mode()
     def probe_data(self, model: torch.nn.Module, items: Sequence[LabelItem]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Linear probing (MEZO_SPEC 5.8): the input of the vocabulary projection at the mask,
+        """Linear probing (the original's medium_models/src/linearhead_trainer.py): the input of the vocabulary projection at the mask,
         (N, hidden), and each example's label-word token id, (N,)."""
         from zoft.methods.linear_probe import masked_features
 

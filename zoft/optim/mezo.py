@@ -1,4 +1,5 @@
-"""MeZO: memory-efficient zeroth-order SGD (Malladi et al., 2023; MEZO_SPEC 2.8, 5.5).
+"""MeZO: memory-efficient zeroth-order SGD (Malladi et al., 2023, Algorithm 1; the original's large_models/trainer.py ``zo_step`` and
+medium_models/src/trainer.py).
 
 ``MeZO.step(closure)`` evaluates the loss at theta + eps*z and theta - eps*z, where z is a random
 direction regenerated from a seed (never stored), and moves theta along z by the projected
@@ -271,7 +272,7 @@ class MeZO(torch.optim.Optimizer):
 
 class ZOFirstOrder(MeZO):
     """The ZO estimate written into ``.grad`` and consumed by a first-order optimizer
-    (MEZO_SPEC 5.5 "ZO with trainer optimizer"): MeZO-Adam (``inner="adam"``, AdamW) or
+    (the original's medium_models/src/trainer.py, "ZO with trainer optimizer"): MeZO-Adam (``inner="adam"``, AdamW) or
     zeroth-order SGD with momentum (``inner="sgd"``).
 
     Per step: estimate g_k along each direction (same passes as :class:`MeZO`), restore theta,

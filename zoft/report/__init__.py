@@ -1,2 +1,2 @@
-"""``zoft report``: aggregate run folders the way the paper reports (MEZO_SPEC 5.10), print a
+"""``zoft report``: aggregate run folders the way the paper reports (the original's medium_models/tools/gather_result.py), print a
 Markdown table, write CSV, compare with the paper's numbers, and plot."""

@@ -1,4 +1,4 @@
-"""The paper's protocol (MEZO_SPEC 5.10): per seed the configuration with the best dev metric,
+"""The paper's protocol (the original's medium_models/tools/gather_result.py): per seed the configuration with the best dev metric,
 then mean and population std of its test metric over seeds, x100 with one decimal."""
 
 from __future__ import annotations

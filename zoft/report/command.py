@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report", help="aggregate run folders as the paper reports them (table, CSV, plots)",
         description="Per seed, pick the configuration with the best dev metric; report mean (population "
-                    "std) of its test metric over seeds, x100 (MEZO_SPEC 5.10).")
+                    "std) of its test metric over seeds, x100 (as medium_models/tools/gather_result.py).")
     p.add_argument("folders", nargs="+", type=Path, help="multirun or run folders (searched for results.json)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <first folder>/report)")
     p.add_argument("--metric", default=None, help="metric to report (default: accuracy, else f1, ...)")

@@ -1,4 +1,4 @@
-"""The paper's published numbers (MEZO_SPEC section 6), as data for ``zoft report --paper``.
+"""The paper's published numbers (Malladi et al., 2023: Tables 1-3, 18, 20, 22, 23), as data for ``zoft report --paper``.
 
 Tables are kept in the paper's own layout (rows = methods, columns = tasks, "mean (std)") and
 parsed once; row labels are the method labels zoft's report gives its own runs.

@@ -59,11 +59,10 @@ def read_record(spec: TaskSpec, place: str, record: Mapping[str, Any]) -> list[E
         examples = spec.source.read_record(record)
     except KeyError as err:
         present = ", ".join(map(str, record)) or "none"
-        raise DataFileError(f"{place}: missing field {err.args[0]!r} for a {spec.name} record (the record "
-                            f"has: {present}); add it or point task.data_dir at {spec.name}'s files") from None
+        raise DataFileError(f"{place}: {spec.name} record: missing field {err.args[0]!r} (the record has: "
+                            f"{present}); add it, or point task.data_dir at {spec.name} files") from None
     except (ValueError, TypeError, AttributeError) as err:
-        raise DataFileError(f"{place}: cannot be read as a {spec.name} record: {err}; fix or remove "
-                            "that record") from None
+        raise DataFileError(f"{place}: {spec.name} record: {err}; fix or remove that record") from None
     for ex in examples:
         check_example(spec, place, ex)
     return examples
@@ -74,17 +73,17 @@ def check_example(spec: TaskSpec, place: str, ex: Example) -> None:
     and the loss index later, so a bad record cannot fail in the middle of training."""
     for name, value in ex.fields.items():
         if not isinstance(value, str):
-            raise DataFileError(f"{place}: field {name!r} of a {spec.name} record is "
-                                f"{_json_kind(value)}, expected text")
+            raise DataFileError(f"{place}: {spec.name} record: field {name!r} is {_json_kind(value)}, "
+                                "expected text")
     bad = [c for c in ex.candidates if not isinstance(c, str)]
     if bad:
-        raise DataFileError(f"{place}: candidate {bad[0]!r} of a {spec.name} record is not text")
+        raise DataFileError(f"{place}: {spec.name} record: candidate {bad[0]!r} is not text")
     if spec.kind != "generation":
         n = len(ex.candidates)
         for gold in ex.gold_indices:
             if not (isinstance(gold, int) and 0 <= gold < n):
-                raise DataFileError(f"{place}: the gold answer {gold!r} of a {spec.name} record is not one "
-                                    f"of the {n} candidates (indices 0..{n - 1}: {', '.join(ex.candidates)})")
+                raise DataFileError(f"{place}: {spec.name} record: the gold answer {gold!r} is not one of "
+                                    f"the {n} candidates (indices 0..{n - 1}: {', '.join(ex.candidates)})")
 
 
 def _json_kind(value: Any) -> str:
