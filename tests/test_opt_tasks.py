@@ -1,4 +1,4 @@
-"""The OPT task suite: golden prompts (MEZO_SPEC 3.2), readers of the official layouts, candidate
+"""The OPT task suite: golden prompts (large_models/templates.py), readers of the official layouts, candidate
 scoring for multiple choice, and tiny end-to-end runs per task kind."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def encoded(name: str, fields: dict) -> str:
     return get_task(name).template.encode(Example(fields=fields))
 
 
-# --- golden renderings (exact strings of MEZO_SPEC 3.2) ----------------------------------------
+# --- golden renderings (exact strings of large_models/templates.py) ----------------------------------------
 
 def test_every_task_is_registered_with_a_config():
     from conftest import CONF

@@ -1,4 +1,4 @@
-"""The 14 LM-BFF tasks as data (MEZO_SPEC 5.2): label order, label words, template, sentence
+"""The 14 LM-BFF tasks as data (LM-BFF's templates and label words, as in the original's medium_models scripts): label order, label words, template, sentence
 limits, metric, and the column layout of their original files. Pure data, no registry."""
 
 from __future__ import annotations

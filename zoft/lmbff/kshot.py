@@ -1,5 +1,5 @@
 """k-shot split generation, exactly LM-BFF's ``generate_k_shot_data.py --mode k-shot-1k-test``
-(MEZO_SPEC 5.1):
+(LM-BFF's tools/generate_k_shot_data.py):
 
 * per (task, seed): seed a legacy numpy RandomState with ``seed`` and shuffle the training lines
   (GLUE: header kept aside; csv: the rows);

@@ -1,5 +1,5 @@
 """``zoft prepare-lmbff``: fetch LM-BFF's data archive, lay it out as LM-BFF's tools expect, and
-write the k-shot splits (MEZO_SPEC 5.1).
+write the k-shot splits (LM-BFF's tools/generate_k_shot_data.py).
 
 Layout under ``--out`` (default ``data``): ``original/<Task>/`` (the archive; ``original/SST-2``
 renamed ``SST-2-original`` and ``original/GLUE-SST-2`` renamed ``SST-2``, so GLUE SST-2 is the

@@ -1,4 +1,4 @@
-"""The LM-BFF template language (MEZO_SPEC 5.2), rendered with the model's own special tokens.
+"""The LM-BFF template language (medium_models/src/dataset.py, after LM-BFF), rendered with the model's own special tokens.
 
 A template is a string of parts separated by ``*``:
 

@@ -21,7 +21,7 @@ class TaskData:
     test: list[Example]
     # Where each split came from (file path or hub id), recorded in results.json.
     sources: dict[str, str]
-    # The whole train split: in-context demonstrations are sampled from it (MEZO_SPEC 2.3).
+    # The whole train split: in-context demonstrations are sampled from it (as the original's large_models/run.py).
     pool: list[Example] = field(default_factory=list)
 
 

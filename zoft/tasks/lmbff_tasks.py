@@ -1,4 +1,4 @@
-"""Registers the 14 LM-BFF tasks (MEZO_SPEC 5.2) as ``family="masked"`` tasks named
+"""Registers the 14 LM-BFF tasks (LM-BFF's templates, as in the original's medium_models scripts) as ``family="masked"`` tasks named
 ``<task>-kshot``; their definitions are in :mod:`zoft.lmbff.catalog`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The OPT task suite of the MeZO paper (MEZO_SPEC section 3). Templates render exactly as the
+"""The OPT task suite of the MeZO paper (the original's large_models/tasks.py and templates.py). Templates render exactly as the
 original's; ``encode_prompt`` later strips spaces (not newlines) from both ends."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The generation tasks of the OPT suite: SQuAD (v1.1) and DROP (MEZO_SPEC 3.2).
+"""The generation tasks of the OPT suite: SQuAD (v1.1) and DROP (large_models/templates.py).
 
 The model generates the answer after ``Answer:`` (greedy, stopping at a newline); training and
 demonstrations use `` {first gold answer}\\n``. Both accept the Hub's flat rows and the official
@@ -16,7 +16,7 @@ HUB_SPLITS = {"train": "train", "test": "validation"}
 
 
 def _answer_template(prompt) -> Template:
-    # No calibration prompts: SFC is not defined for generation (MEZO_SPEC 2.5).
+    # No calibration prompts: SFC is not defined for generation (the original's large_models/run.py).
     return Template(encode=prompt, verbalize=lambda ex, answer: f"{prompt(ex)} {answer}\n")
 
 

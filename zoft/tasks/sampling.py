@@ -1,4 +1,4 @@
-"""The OPT sampling protocol (MEZO_SPEC 2.3), with a private RNG so sampling never disturbs any
+"""The OPT sampling protocol (the original's large_models/run.py ``sample_subset``/``train_set_seed``), with a private RNG so sampling never disturbs any
 global random stream."""
 
 from __future__ import annotations

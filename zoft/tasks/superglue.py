@@ -1,10 +1,10 @@
-"""The SuperGLUE tasks of the OPT suite (MEZO_SPEC 3.1-3.2): RTE, CB, BoolQ, WSC, WIC, MultiRC,
+"""The SuperGLUE tasks of the OPT suite (the original's large_models/tasks.py and templates.py): RTE, CB, BoolQ, WSC, WIC, MultiRC,
 COPA and ReCoRD.
 
 Each reader accepts both layouts a user may have: the flat rows of the Hugging Face Hub
 (``aps/super_glue``, ``google/boolq``) and the official SuperGLUE jsonl distribution, where labels
 are strings/booleans and MultiRC/ReCoRD records are nested per passage (one record becomes many
-examples). Templates are the exact strings of MEZO_SPEC 3.2; ``encode_prompt`` strips spaces
+examples). Templates are the exact strings of large_models/templates.py; ``encode_prompt`` strips spaces
 (never newlines) from both ends later.
 """
 
