@@ -4,8 +4,6 @@ the default config (no checkpoint flag) leaves a folder that resumes to the unin
 
 from __future__ import annotations
 
-import dataclasses
-import errno
 import json
 import os
 import random
@@ -13,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import typing
 
 import pytest
 import torch
@@ -21,7 +18,6 @@ import torch
 from conftest import CONF, ROOT, compose_config
 from zoft.config.bounds import RULES, schema_numeric_fields
 from zoft.config.choices import METHOD_FAMILIES
-from zoft.errors import ZoftUserError
 from zoft.frontend import Stop, preflight
 from zoft.outputs import DiskFullError, read_jsonl_tolerant, save_tensors
 from zoft.rundir import RunFolderError, RunLock
@@ -278,10 +274,14 @@ def _start(run_dir):
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_step(run_dir, step, proc, timeout=120):
+
+
+def wait_for_step(run_dir, step, proc, timeout=120):
+    """Return once ``run_dir/metrics.jsonl`` has a row at ``step`` or later (the run is there)."""
     deadline = time.time() + timeout
+    path = run_dir / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None:
-        rows = read_jsonl_tolerant(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        rows = read_jsonl_tolerant(path) if path.exists() else []
         if rows and max(r.get("step", 0) for r in rows) >= step:
             return
         time.sleep(0.01)
@@ -326,7 +326,7 @@ def test_sigkill_at_random_moments_on_the_default_config_resumes_to_the_straight
     kills = sorted(rng.sample(range(5, 290), 2))
     for kill_at in kills:
         proc = _start(tmp_path)
-        _wait_for_step(tmp_path, kill_at, proc)
+        wait_for_step(tmp_path, kill_at, proc)
         time.sleep(rng.random() * 0.05)  # anywhere inside a step, an evaluation or a checkpoint write
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -340,7 +340,7 @@ def test_sigkill_at_random_moments_on_the_default_config_resumes_to_the_straight
 @pytest.mark.slow
 def test_sigint_checkpoints_as_interrupted_and_resumes(tmp_path, straight_run):
     proc = _start(tmp_path)
-    _wait_for_step(tmp_path, 30, proc)
+    wait_for_step(tmp_path, 30, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 4 and "Traceback" not in err, err[-2000:]
@@ -350,3 +350,19 @@ def test_sigint_checkpoints_as_interrupted_and_resumes(tmp_path, straight_run):
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]
     assert _assert_same_run(tmp_path, straight_run, "sigint")["resumed"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_as_preempted_and_resumes(tmp_path, straight_run):
+    proc = _start(tmp_path)
+    wait_for_step(tmp_path, 40, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "preempted" and results["preempted_at_step"] >= 40
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    again = _start(tmp_path)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    assert _assert_same_run(tmp_path, straight_run, "sigterm")["resumed"] == 1

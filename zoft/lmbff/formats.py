@@ -25,6 +25,7 @@ from typing import Sequence
 
 from zoft.errors import ZoftUserError
 from zoft.lmbff.catalog import LmBffTask
+from zoft.textfiles import read_text_bytes
 
 # Coarse TREC classes in the order of LM-BFF's labels 0..5 (checked against TREC.train.all).
 TREC_COARSE = ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM")
@@ -40,10 +41,8 @@ def read_text(path: Path) -> str:
     Latin-1 decodes any bytes, so a binary file would otherwise turn into garbage rows; text
     files never contain NUL bytes, binary files (and UTF-16 text) almost always do.
     """
-    raw = Path(path).read_bytes()
-    if b"\x00" in raw:
-        raise LmBffDataError(f"{path}: a binary file, not text (it contains NUL bytes); LM-BFF data files "
-                             "are text: GLUE .tsv, LM-BFF .csv or '<label> <text>' lines")
+    raw = read_text_bytes(path, LmBffDataError, "LM-BFF data files are text: GLUE .tsv, LM-BFF .csv or "
+                          "'<label> <text>' lines")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

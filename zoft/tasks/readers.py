@@ -5,6 +5,7 @@ file), so a malformed line, a missing field or a bad label is reported where it 
 from __future__ import annotations
 
 from zoft.errors import ZoftUserError
+from zoft.textfiles import read_text_bytes
 
 import csv
 import io
@@ -27,11 +28,7 @@ def read_text(path: Path) -> str:
     """The whole file as UTF-8 text (a BOM is dropped); a binary or non-UTF-8 file is a
     :class:`DataFileError` naming the file (and the line of the first bad byte), instead of a
     UnicodeDecodeError from the middle of a read."""
-    raw = Path(path).read_bytes()
-    if b"\x00" in raw:
-        # Text files never hold NUL bytes; binary files (and UTF-16 text) almost always do.
-        raise DataFileError(f"{path}: a binary file, not text (it contains NUL bytes); data files must be "
-                            "UTF-8 text (.jsonl, .tsv or .json)")
+    raw = read_text_bytes(path, DataFileError, "data files must be UTF-8 text (.jsonl, .tsv or .json)")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
