@@ -133,7 +133,7 @@ def test_unwritable_place_is_one_line(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(Stop) as stop:
         preflight([f"hydra.run.dir={blocker / 'run'}"], CONF)
-    assert stop.value.code == 2 and "is not a writable folder" in stop.value.message
+    assert stop.value.code == 2 and "cannot create the run folder" in stop.value.message
 
 
 # ------------------------------------------------------------------------ reruns in a folder

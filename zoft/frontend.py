@@ -105,12 +105,13 @@ def _run_dir(cfg) -> Optional[Path]:
 def _check_folder(run_dir: Optional[Path], cfg) -> None:
     from omegaconf import OmegaConf
 
-    from zoft.rundir import RunFolderError, is_locked, plan_attempt
+    from zoft.rundir import RunFolderError, check_writable, is_locked, plan_attempt
 
     if run_dir is None or int(os.environ.get("RANK", "0")) > 0:
         return  # torchrun ranks > 0 write nothing; rank 0 checks the folder
-    _check_writable_place(run_dir)
-    if not run_dir.is_dir():
+    existed = run_dir.is_dir()
+    check_writable(run_dir)  # the config is valid by now: creating the folder is what Hydra does next
+    if not existed:
         return
     busy = is_locked(run_dir)
     if busy:
@@ -121,14 +122,3 @@ def _check_folder(run_dir: Optional[Path], cfg) -> None:
     if attempt.action == "done":
         raise Stop(0, attempt.message)
 
-
-def _check_writable_place(run_dir: Path) -> None:
-    """The nearest existing folder on the way to ``run_dir`` must be writable."""
-    from zoft.rundir import RunFolderError
-
-    place = run_dir
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
-        raise RunFolderError(f"cannot write the run folder {run_dir}: {place} is not a writable folder; "
-                             "choose another place (hydra.run.dir=... or output_dir=...)")

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -113,9 +114,12 @@ def check_writable(folder: Path) -> None:
     except OSError as err:
         raise RunFolderError(f"cannot create the run folder {folder}: {err.strerror}; "
                              "choose a writable place (hydra.run.dir=... or output_dir=...)") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise RunFolderError(f"the run folder {folder} is not writable; "
-                             "choose a writable place (hydra.run.dir=... or output_dir=...)")
+    try:  # a real write: os.access says yes to root on a read-only file system
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise RunFolderError(f"the run folder {folder} is not writable ({err.strerror}); "
+                             "choose a writable place (hydra.run.dir=... or output_dir=...)") from None
 
 
 # ------------------------------------------------------------------------------ which run it is

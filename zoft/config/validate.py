@@ -126,6 +126,27 @@ def _check_trainer(problems: list[str], cfg: DictConfig) -> None:
     _choice(problems, "trainer.on_divergence", tr.on_divergence, ("stop", "rollback"))
 
 
+def cuda_device_count() -> int:
+    """CUDA devices visible to this process, asked of the NVIDIA driver directly (a fraction of a
+    second, where importing torch takes several); torch answers when there is no NVIDIA driver
+    but a ROCm runtime (torch's "cuda" devices are HIP devices there)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        if ctypes.util.find_library("amdhip64") is None:
+            return 0  # neither an NVIDIA driver nor ROCm: no device torch could call "cuda"
+        import torch
+
+        return torch.cuda.device_count()
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0  # a driver without a usable device (CUDA_VISIBLE_DEVICES="" gives this too)
+    return count.value
+
+
 def device_problems(device: str) -> list[str]:
     """``model.device`` names a device that this machine has (auto and cpu always do)."""
     if device in ("auto", "cpu"):
@@ -133,14 +154,14 @@ def device_problems(device: str) -> list[str]:
     kind, _, index = device.partition(":")
     if kind not in ("cuda", "mps") or (index and not index.isdigit()):
         return [f"model.device={device!r} is not valid; choose auto, cpu, cuda or cuda:N"]
-    import torch  # only here: asking whether the device exists needs torch
-
     if kind == "mps":
+        import torch
+
         available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
         return [] if available else [f"model.device={device!r} but this machine has no MPS device; use model.device=cpu or auto"]
-    count = torch.cuda.device_count()
+    count = cuda_device_count()
     if count == 0:
-        return [f"model.device={device!r} but this machine has no CUDA device (torch.cuda.device_count() is 0); "
+        return [f"model.device={device!r} but this machine has no CUDA device; "
                 "use model.device=cpu or model.device=auto"]
     if index and int(index) >= count:
         return [f"model.device={device!r} but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"]
