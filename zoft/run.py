@@ -18,7 +18,7 @@ from zoft.config.protocol import as_record, format_block, run_key, settle, typed
 from zoft.config.schema import RunConfig
 from zoft.config.validate import validate
 from zoft import distributed
-from zoft.errors import DivergenceError, Preempted
+from zoft.errors import DivergenceError, Preempted, ZoftUserError
 from zoft.loggers import NullLogger, start_logger
 from zoft.methods.io import save_adapted
 from zoft.methods.registry import EVAL_ONLY, PRE_TRAINING, apply_method
@@ -83,11 +83,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg = OmegaConf.structured(cfg)
     # The protocol table's lookups become plain values; each field remembers where it came from.
     protocol = settle(cfg, typed_overrides())
-    validate(cfg)
     run_dir = resolve_run_dir(cfg)
     main = distributed.is_main_process()  # under torchrun only rank 0 writes files
     config = OmegaConf.to_container(cfg, resolve=True)
     config["protocol"] = {"name": cfg.protocol.name}  # the table itself is in conf/protocol/
+    try:
+        validate(cfg)
+    except ZoftUserError as err:
+        if main:
+            _record_rejected(run_dir, config, err)
+        raise
     lock = RunLock(run_dir).acquire() if main else None
     try:
         attempt = plan_attempt(run_dir, config, cfg.resume, cfg.redo)
@@ -163,6 +168,16 @@ def _run_attempt(cfg: DictConfig, protocol, run_dir: Path, config: dict[str, Any
         if logger is not None:  # one wandb run per job, ended even when the job failed
             logger.finish(results)
     return results
+
+
+def _record_rejected(run_dir: Path, config: dict[str, Any], err: Exception) -> None:
+    """A multirun job whose config is invalid still says so in its own (new, empty) folder, for
+    the sweep summary and ``zoft report``. A folder that holds a results.json is never touched,
+    and no folder is created."""
+    path = run_dir / "results.json"
+    if run_dir.is_dir() and not path.exists():
+        write_json(path, {"status": "failed", "metrics": {}, "config": config,
+                          "error": {"type": type(err).__name__, "message": str(err)}})
 
 
 def _write_final(path: Path, results: dict[str, Any]) -> None:
