@@ -338,31 +338,17 @@ def test_sigkill_at_random_moments_on_the_default_config_resumes_to_the_straight
 
 
 @pytest.mark.slow
-def test_sigint_checkpoints_as_interrupted_and_resumes(tmp_path, straight_run):
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "preempted")])
+def test_a_stop_signal_checkpoints_and_the_rerun_resumes_to_the_straight_run(tmp_path, straight_run, sig, status):
     proc = _start(tmp_path)
     wait_for_step(tmp_path, 30, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 4 and "Traceback" not in err, err[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["status"] == "interrupted" and results["interrupted_at_step"] >= 30
-    again = _start(tmp_path)
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err[-2000:]
-    assert _assert_same_run(tmp_path, straight_run, "sigint")["resumed"] == 1
-
-
-@pytest.mark.slow
-def test_sigterm_checkpoints_as_preempted_and_resumes(tmp_path, straight_run):
-    proc = _start(tmp_path)
-    wait_for_step(tmp_path, 40, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 4, err[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["status"] == "preempted" and results["preempted_at_step"] >= 40
+    assert results["status"] == status and results[f"{status}_at_step"] >= 30
     assert (tmp_path / "checkpoints" / "last.pt").exists()
     again = _start(tmp_path)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]
-    assert _assert_same_run(tmp_path, straight_run, "sigterm")["resumed"] == 1
+    assert _assert_same_run(tmp_path, straight_run, status)["resumed"] == 1
