@@ -68,7 +68,7 @@ def replay_run(trajectory: Path | str, base: Optional[str] = None, out: Optional
     from zoft.methods.registry import apply_method
     from zoft.models.loader import load_model
     from zoft.optim.build import build_optimizer
-    from zoft.run import seed_everything
+    from zoft.recipe import seed_everything
 
     seed_everything(cfg.seed)  # as in the run, before any method creates new parameters
     loaded = load_model(cfg.model)

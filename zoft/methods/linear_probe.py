@@ -29,7 +29,7 @@ import torch
 
 from zoft.config.schema import MethodConfig
 from zoft.methods.common import MethodError, Named, freeze_all, head_of, trainable, untie_head
-from zoft.methods.registry import PRE_TRAINING, register_method
+from zoft.methods.registry import CLOSED_FORM_FITS, ClosedFormFit, register_method
 from zoft.methods.seqcls import classifier_linear, is_seq_cls
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,13 @@ def linear_probe(model: torch.nn.Module, features: torch.Tensor, targets: torch.
 
 
 def pre_training_fit(loaded, objective, train_items, cfg: MethodConfig) -> dict[str, Any]:
-    """The run's hook: extract features, fit, write back; ``continue_training`` iff ``lp_then``."""
+    """The run's hook: extract features, fit, write back; returns the fit's report."""
     was_training = loaded.model.training
     loaded.model.eval()
     features, targets = probe_data(loaded.model, objective, train_items)
     out = linear_probe(loaded.model, features, targets, early_stopping=cfg.lp_early_stopping)
     loaded.model.train(was_training)
     log.info("linear probe: %d samples, classes %s, train loss %.4f", out["num_samples"], out["classes"], out["train_loss"])
-    out["continue_training"] = bool(cfg.lp_then)
     return out
 
 
@@ -198,4 +197,4 @@ def apply_linear_probe(model: torch.nn.Module, cfg: MethodConfig, family: str) -
     return trainable(model)
 
 
-PRE_TRAINING["linear-probe"] = pre_training_fit
+CLOSED_FORM_FITS["linear-probe"] = ClosedFormFit(pre_training_fit, trains_after=lambda cfg: bool(cfg.lp_then))

@@ -3,6 +3,7 @@ trainable (name, parameter) pairs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,9 +18,20 @@ METHOD_FAMILIES: dict[str, tuple[str, ...]] = {}
 # Methods that add new tensors (adapters): ``save_model`` writes those tensors next to a record
 # of the method instead of a full Hugging Face model (see zoft.methods.io).
 ADAPTER_METHODS: set[str] = set()
-# Closed-form fits that run once before the loop: fn(loaded, objective, train_items, method_cfg)
-# -> a dict for results.json; the dict's "continue_training" says whether the loop runs after.
-PRE_TRAINING: dict[str, Callable] = {}
+@dataclass(frozen=True)
+class ClosedFormFit:
+    """A fit that runs once before (or instead of) the loop, e.g. linear probing.
+
+    ``fit(loaded, objective, train_items, method_cfg)`` adapts the model and returns its report
+    for results.json; ``trains_after(method_cfg)`` says whether the training loop follows
+    (LP-then-MeZO) or the run goes straight to the final evaluation.
+    """
+
+    fit: Callable[..., dict]
+    trains_after: Callable[[MethodConfig], bool]
+
+
+CLOSED_FORM_FITS: dict[str, ClosedFormFit] = {}
 
 
 def register_method(name: str, families: tuple[str, ...] | None = None, adapter: bool = False):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -126,6 +126,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: in
     return LambdaLR(optimizer, factor)
 
 
+@runtime_checkable
+class ZerothOrderOptimizer(Protocol):
+    """What the training loop reads from a zeroth-order optimizer (:class:`zoft.optim.MeZO` and
+    every estimator built on it): the closure runs without a graph, and after ``step``:"""
+
+    zeroth_order: bool
+    forward_passes_per_step: int  # forward passes the step just taken cost
+    last_projected_grads: list[float]  # the scalars of the step (divergence check, logging)
+    trajectory: Optional[Any]  # the TrajectoryWriter recording the steps, or None
+
+    def attach_trajectory(self, writer: Any) -> None: ...
+
+
 def is_zeroth_order(optimizer: torch.optim.Optimizer) -> bool:
     """Zeroth-order optimizers evaluate the closure without building a graph."""
-    return bool(getattr(optimizer, "zeroth_order", False))
+    return isinstance(optimizer, ZerothOrderOptimizer) and bool(optimizer.zeroth_order)

@@ -110,6 +110,12 @@ class MeZO(torch.optim.Optimizer):
                              "inexact restore")
         self._shadow = ShadowPerturbation(model, shadow, self.sampler) if shadow else None
 
+    @property
+    def forward_passes_per_step(self) -> int:
+        """Forward passes of one step: two per direction (two-point SPSA); estimators that
+        differ (FZOO's N+1, HiZOO's 3, one-point's 1) override it."""
+        return 2 * self.n_directions
+
     def _is_shadow(self, p: torch.Tensor) -> bool:
         return self.perturbation == "shadow" or (self.perturbation == "auto" and p.dtype in LOW_PRECISION)
 

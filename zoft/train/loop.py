@@ -182,10 +182,8 @@ class Trainer:
         return fo_closure
 
     def _forward_passes_per_step(self) -> int:
-        """Forward passes of the step just taken: an estimator that is not two-point SPSA (FZOO's
-        N+1, HiZOO's 3, one-point's 1) says so with ``forward_passes_per_step``."""
-        own = getattr(self.optimizer, "forward_passes_per_step", None)
-        return int(own) if own is not None else 2 * getattr(self.optimizer, "n_directions", 1)
+        """Forward passes of the step just taken (one for backprop)."""
+        return int(self.optimizer.forward_passes_per_step) if self.zeroth_order else 1
 
     # -- checkpoints of the best weights -------------------------------------------------------
     def _save_best(self) -> None:
@@ -227,7 +225,7 @@ class Trainer:
     def _check_divergence(self, loss: float, history: list[float]) -> Optional[str]:
         if not math.isfinite(loss):
             return f"loss is {loss}"
-        grads = getattr(self.optimizer, "last_projected_grads", None)
+        grads = self.optimizer.last_projected_grads if self.zeroth_order else None
         if not grads:
             return None
         g = abs(sum(grads) / len(grads))
@@ -259,12 +257,10 @@ class Trainer:
         self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
             group["lr"] = lr * factor
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         restored.rollbacks, restored.lr_scale = state.rollbacks + 1, scale
         restored.best_value, restored.best_step, restored.best_dev = state.best_value, state.best_step, state.best_dev
-        trajectory = getattr(self.optimizer, "trajectory", None)
-        if trajectory is not None:
-            trajectory.rewind()
+        if self.zeroth_order and self.optimizer.trajectory is not None:
+            self.optimizer.trajectory.rewind()
         if self.parallel.is_main and metrics_path.exists():
             rows = []
             for r in read_jsonl_tolerant(metrics_path):
@@ -278,91 +274,131 @@ class Trainer:
         return restored
 
     def fit(self, train_items: Sequence, dev_items: Sequence, resume: bool = False) -> TrainResult:
-        cfg = self.cfg
-        steps = total_steps(cfg, len(train_items))
-        every = eval_interval(cfg, steps)
-        checkpoint_every = checkpoint_interval(cfg, steps, every)
-        metrics_path = self.run_dir / "metrics.jsonl"
-        state = self._resume(metrics_path) if resume else LoopState()
-        metrics_log = MetricsLog(metrics_path) if self.parallel.is_main else _NoLog()
-        key = "loss" if cfg.select_by == "loss" else self.objective.metric
-        grad_history: list[float] = []
-        start = time.perf_counter()
-        seconds_before = state.seconds  # training time of earlier attempts, up to their checkpoint
-        bar = tqdm(total=steps, initial=state.step, desc="train", disable=not (cfg.progress_bar and self.parallel.is_main), dynamic_ncols=True)
-        loss_value = float("nan")
+        """Train to ``total_steps``, evaluating, checkpointing and stopping on a signal; the best
+        weights by dev are restored at the end."""
+        run = _Run(self, train_items, dev_items, resume)
         self.model.train(not self.zeroth_order)  # MeZO runs without dropout, as the original
         with StopSignals() as signals:
             try:
-                while state.step < steps:
-                    step = state.step + 1
-                    batch = [train_items[i] for i in batch_indices(step - 1, len(train_items), cfg.batch_size, self.seed)]
-                    try:
-                        loss_value = float(self.optimizer.step(self._closure(batch)))
-                    except FloatingPointError as err:  # MeZO refuses a non-finite loss (weights restored)
-                        reason = str(err)
-                    else:
-                        self.scheduler.step()
-                        reason = self._check_divergence(loss_value, grad_history)
+                while run.state.step < run.steps:
+                    step = run.state.step + 1
+                    batch = [train_items[i] for i in batch_indices(step - 1, len(train_items), self.cfg.batch_size, self.seed)]
+                    reason = self._take_step(run, batch)
                     if reason:
-                        metrics_log.close()
-                        state = self._rollback(state, step, reason, metrics_path)
-                        metrics_log = MetricsLog(metrics_path) if self.parallel.is_main else _NoLog()
-                        grad_history.clear()
-                        bar.n = state.step
+                        run.roll_back(step, reason)
                         continue
-                    state.step = step
-                    state.forward_passes += self._forward_passes_per_step() if self.zeroth_order else 1
-                    state.examples_seen += len(batch)
-                    bar.update(1)
-                    if step % max(cfg.log_steps, 1) == 0 or step == steps:
-                        row = {
-                            "step": step,
-                            "loss": loss_value,
-                            "lr": self.scheduler.get_last_lr()[0],
-                            "forward_passes": state.forward_passes,
-                            "examples_per_s": state.examples_seen / max(time.perf_counter() - start, 1e-9),
-                            "elapsed_s": time.perf_counter() - start,
-                        }
-                        grads = getattr(self.optimizer, "last_projected_grads", None)
-                        if grads:
-                            row["projected_grad"] = sum(grads) / len(grads)
-                        metrics_log.write(row)
-                        bar.set_postfix(loss=f"{loss_value:.4f}")
-                        if self.on_log:
-                            self.on_log(row)
-                    if dev_items and ((every and step % every == 0) or step == steps):
-                        result = self.evaluate_dev(dev_items)
-                        self.model.train(not self.zeroth_order)
-                        value = result.metrics[key]
-                        improved = is_better(value, state.best_value, cfg.select_by)
-                        row = {"step": step, **{f"dev_{k}": v for k, v in result.metrics.items()}, "best": improved}
-                        metrics_log.write(row)
-                        if self.on_log:
-                            self.on_log(row)
-                        log.info("step %d: dev %s%s", step, _fmt(result.metrics), " (best)" if improved else "")
-                        if improved:
-                            state.best_value, state.best_step, state.best_dev = value, step, dict(result.metrics)
-                            self._save_best()
-                    if self.parallel.active and self.parallel.any(signals.received is not None):
-                        signals.received = signals.received or "SIGTERM (another rank)"  # stop together
-                    if (checkpoint_every and step % checkpoint_every == 0) or signals.received:
-                        state.seconds = seconds_before + time.perf_counter() - start
-                        self._checkpoint(state)
-                    if signals.received:
-                        signals.requeue_if_slurm(cfg.requeue_on_signal)
-                        raise Preempted(step, signals.received)
+                    run.count_step(step, len(batch), self._forward_passes_per_step())
+                    self._log_step(run, step)
+                    if dev_items and ((run.every and step % run.every == 0) or step == run.steps):
+                        self._evaluate_and_keep_best(run, step)
+                    self._checkpoint_or_stop(run, step, signals)
             finally:
-                bar.close()
-                metrics_log.close()
+                run.close()
                 self.model.eval()
-        if state.best_step is not None and state.best_step != steps:
-            log.info("restoring the best weights (step %d, dev %s=%.4f)", state.best_step, key, state.best_value)
+        state = run.state
+        if state.best_step is not None and state.best_step != run.steps:
+            log.info("restoring the best weights (step %d, dev %s=%.4f)", state.best_step, run.key, state.best_value)
             self._restore_best()
         # checkpoints/last.pt stays: it is the state at the last step, from which a larger
         # trainer.max_steps extends the run.
-        return TrainResult(steps=steps, best_step=state.best_step, best_dev=state.best_dev, last_loss=loss_value,
-                           forward_passes=state.forward_passes, seconds=seconds_before + time.perf_counter() - start)
+        return TrainResult(steps=run.steps, best_step=state.best_step, best_dev=state.best_dev,
+                           last_loss=run.loss, forward_passes=state.forward_passes, seconds=run.seconds())
+
+    # -- the parts of one iteration ------------------------------------------------------------
+    def _take_step(self, run: "_Run", batch: list) -> Optional[str]:
+        """One optimizer step; returns why it must be rolled back, or None."""
+        try:
+            run.loss = float(self.optimizer.step(self._closure(batch)))
+        except FloatingPointError as err:  # MeZO refuses a non-finite loss (weights restored)
+            return str(err)
+        self.scheduler.step()
+        return self._check_divergence(run.loss, run.grad_history)
+
+    def _log_step(self, run: "_Run", step: int) -> None:
+        if step % max(self.cfg.log_steps, 1) and step != run.steps:
+            return
+        elapsed = time.perf_counter() - run.start
+        row = {"step": step, "loss": run.loss, "lr": self.scheduler.get_last_lr()[0],
+               "forward_passes": run.state.forward_passes,
+               "examples_per_s": run.state.examples_seen / max(elapsed, 1e-9), "elapsed_s": elapsed}
+        grads = self.optimizer.last_projected_grads if self.zeroth_order else None
+        if grads:
+            row["projected_grad"] = sum(grads) / len(grads)
+        run.write(row)
+        run.bar.set_postfix(loss=f"{run.loss:.4f}")
+
+    def _evaluate_and_keep_best(self, run: "_Run", step: int) -> None:
+        result = self.evaluate_dev(run.dev_items)
+        self.model.train(not self.zeroth_order)
+        value = result.metrics[run.key]
+        improved = is_better(value, run.state.best_value, self.cfg.select_by)
+        run.write({"step": step, **{f"dev_{k}": v for k, v in result.metrics.items()}, "best": improved})
+        log.info("step %d: dev %s%s", step, _fmt(result.metrics), " (best)" if improved else "")
+        if improved:
+            run.state.best_value, run.state.best_step, run.state.best_dev = value, step, dict(result.metrics)
+            self._save_best()
+
+    def _checkpoint_or_stop(self, run: "_Run", step: int, signals: "StopSignals") -> None:
+        """The rolling checkpoint at its interval, and the stop a signal asked for (after a
+        checkpoint, so the same command resumes)."""
+        if self.parallel.active and self.parallel.any(signals.received is not None):
+            signals.received = signals.received or "SIGTERM (another rank)"  # stop together
+        if (run.checkpoint_every and step % run.checkpoint_every == 0) or signals.received:
+            run.state.seconds = run.seconds()
+            self._checkpoint(run.state)
+        if signals.received:
+            signals.requeue_if_slurm(self.cfg.requeue_on_signal)
+            raise Preempted(step, signals.received)
+
+
+class _Run:
+    """The bookkeeping of one :meth:`Trainer.fit` call: schedule, state, logs, progress bar."""
+
+    def __init__(self, trainer: Trainer, train_items: Sequence, dev_items: Sequence, resume: bool) -> None:
+        cfg = trainer.cfg
+        self.trainer = trainer
+        self.dev_items = dev_items
+        self.steps = total_steps(cfg, len(train_items))
+        self.every = eval_interval(cfg, self.steps)
+        self.checkpoint_every = checkpoint_interval(cfg, self.steps, self.every)
+        self.metrics_path = trainer.run_dir / "metrics.jsonl"
+        self.state = trainer._resume(self.metrics_path) if resume else LoopState()
+        self.metrics_log = self._open_log()
+        self.key = "loss" if cfg.select_by == "loss" else trainer.objective.metric
+        self.grad_history: list[float] = []
+        self.start = time.perf_counter()
+        self.seconds_before = self.state.seconds  # training time of earlier attempts, up to their checkpoint
+        self.loss = float("nan")
+        self.bar = tqdm(total=self.steps, initial=self.state.step, desc="train", dynamic_ncols=True,
+                        disable=not (cfg.progress_bar and trainer.parallel.is_main))
+
+    def _open_log(self):
+        return MetricsLog(self.metrics_path) if self.trainer.parallel.is_main else _NoLog()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def write(self, row: dict) -> None:
+        self.metrics_log.write(row)
+        if self.trainer.on_log:
+            self.trainer.on_log(row)
+
+    def count_step(self, step: int, examples: int, forward_passes: int) -> None:
+        self.state.step = step
+        self.state.forward_passes += forward_passes
+        self.state.examples_seen += examples
+        self.bar.update(1)
+
+    def roll_back(self, step: int, reason: str) -> None:
+        self.metrics_log.close()
+        self.state = self.trainer._rollback(self.state, step, reason, self.metrics_path)
+        self.metrics_log = self._open_log()
+        self.grad_history.clear()
+        self.bar.n = self.state.step
+
+    def close(self) -> None:
+        self.bar.close()
+        self.metrics_log.close()
 
 
 class _NoLog:

@@ -62,8 +62,12 @@ class ZOConservative(MeZO):
         self._combined = _CombinedSampler(self.sampler)
         everything = {id(p): (i, p) for _, i, p in self._params()}
         self._candidates = ShadowPerturbation(model, everything, self._combined)
-        self.forward_passes_per_step = 2 * self.n_directions + 3
         self.last_step_sign = 0
+
+    @property
+    def forward_passes_per_step(self) -> int:
+        """Two per direction, the loss at theta and at the two candidate steps."""
+        return 2 * self.n_directions + 3
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "conservative"}

@@ -41,7 +41,11 @@ class FZOO(MeZO):
         if n_directions < 2:
             raise ValueError(f"FZOO n_directions={n_directions} must be >= 2 (sigma is the std of the N losses)")
         super().__init__(params, n_directions=n_directions, direction=direction, **kwargs)
-        self.forward_passes_per_step = self.n_directions + 1
+
+    @property
+    def forward_passes_per_step(self) -> int:
+        """L0 and one one-sided probe per direction."""
+        return self.n_directions + 1
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "fzoo"}
