@@ -3,7 +3,7 @@
 The trajectory header holds the run's config; the base model is loaded as in the run (or from
 ``base``: a model folder / Hub id, or a model-group YAML file), the method is applied (so the
 trainable parameters are the same tensors, in the same order), the optimizer is rebuilt from the
-config and every recorded step is applied with ``step(projected_grads=...)``.
+config and every recorded step is applied with ``optimizer.replay(projected_grads)``.
 """
 
 from __future__ import annotations

@@ -31,16 +31,16 @@ Differences from the original, on purpose:
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Term, mix
+from zoft.config.choices import PERTURBATIONS
+from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Term
+from zoft.optim.displacement import Displacement, IndexedParam
 from zoft.optim.shadow import ShadowPerturbation
 
-from zoft.config.choices import PERTURBATIONS  # noqa: E402 - one vocabulary
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -64,6 +64,9 @@ class MeZO(torch.optim.Optimizer):
             ``inplace`` or ``shadow`` (exact restore; needs ``model``).
         model: the module that uses the parameters (needed for shadow perturbation).
         threads: CPU threads drawing z (0: ``torch.get_num_threads()``).
+
+    The estimators in :mod:`zoft.optim.estimators` subclass it and replace :meth:`_probe`
+    (which losses, which scalars) and :meth:`_descend` (the update from those scalars).
     """
 
     zeroth_order = True
@@ -81,16 +84,7 @@ class MeZO(torch.optim.Optimizer):
         model: Optional[torch.nn.Module] = None,
         threads: int = 0,
     ) -> None:
-        if lr < 0:
-            raise ValueError(f"MeZO lr={lr} must be >= 0")
-        if not eps > 0:
-            raise ValueError(f"MeZO eps={eps} must be > 0")
-        if n_directions < 1:
-            raise ValueError(f"MeZO n_directions={n_directions} must be >= 1")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"MeZO direction={direction!r}; valid: {', '.join(DIRECTIONS)}")
-        if perturbation not in PERTURBATIONS:
-            raise ValueError(f"MeZO perturbation={perturbation!r}; valid: {', '.join(PERTURBATIONS)}")
+        _check_arguments(lr, eps, n_directions, direction, perturbation)
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
         self.eps = float(eps)
         self.n_directions = int(n_directions)
@@ -101,14 +95,14 @@ class MeZO(torch.optim.Optimizer):
         self.last_projected_grads: list[float] = []
         self.sampler = DirectionSampler(direction, self.seed, threads)
         self.trajectory = None  # a zoft.optim.trajectory.TrajectoryWriter, when recording
-        self._pending: Optional[list[float]] = None  # sum of estimates of the current step, per direction
-        self._displaced = False  # in-place tensors sit at theta - eps z_last
+        self._pending: Optional[list[float]] = None  # micro-batch sums of this step's estimates
         shadow = {id(p): (i, p) for _, i, p in self._params() if self._is_shadow(p)}
         if shadow and model is None:
             raise ValueError("MeZO: exact (shadow) perturbation of fp16/bf16 parameters needs the model: "
                              "MeZO(params, model=model, ...), or perturbation='inplace' to accept an "
                              "inexact restore")
-        self._shadow = ShadowPerturbation(model, shadow, self.sampler) if shadow else None
+        shadowing = ShadowPerturbation(model, shadow, self.sampler) if shadow else None
+        self.weights = Displacement(self._params, self.sampler, shadowing, self._is_shadow)
 
     @property
     def forward_passes_per_step(self) -> int:
@@ -119,7 +113,7 @@ class MeZO(torch.optim.Optimizer):
     def _is_shadow(self, p: torch.Tensor) -> bool:
         return self.perturbation == "shadow" or (self.perturbation == "auto" and p.dtype in LOW_PRECISION)
 
-    def _params(self) -> list[tuple[dict, int, torch.Tensor]]:
+    def _params(self) -> list[IndexedParam]:
         """(group, global tensor index, parameter) for every parameter, in group order."""
         out, index = [], 0
         for group in self.param_groups:
@@ -127,6 +121,11 @@ class MeZO(torch.optim.Optimizer):
                 out.append((group, index, p))
                 index += 1
         return out
+
+    def use_sampler(self, sampler) -> None:
+        """Draw directions from ``sampler`` (an estimator's transformed directions)."""
+        self.sampler = sampler
+        self.weights.use_sampler(sampler)
 
     def describe(self) -> dict:
         """Everything that determines the arithmetic of a step (written in trajectory headers)."""
@@ -142,111 +141,126 @@ class MeZO(torch.optim.Optimizer):
         p = self._params()[index][2]
         return self.sampler.direction(p.shape, step, k, index, p.device)
 
-    # -- passes over the weights -----------------------------------------------------------
-    def _inplace(self, terms: Sequence[Term]) -> None:
-        """One pass over the in-place tensors adding ``sum alpha z`` (several draws, one pass)."""
-        self.sampler.apply([(p, None, i, 1.0, tuple(terms))
-                            for _, i, p in self._params() if not self._is_shadow(p)])
-
-    def _shadowed(self, step: int, k: int, alpha: float):
-        return self._shadow.perturbed(step, k, alpha) if self._shadow else nullcontext()
-
-    def _update(self, step: int, grads: Sequence[float]) -> None:
-        """Restore the displaced direction (in-place tensors) and apply the averaged update, one pass."""
-        n = len(grads)
-        jobs = []
-        for group, i, p in self._params():
-            lr, wd = group["lr"], group["weight_decay"]
-            beta = 1.0 - lr * wd
-            alphas = [-lr * g / n for g in grads]
-            if self._displaced and not self._is_shadow(p):
-                # (1 - lr wd) * (theta'' + eps z_last) - lr/n sum g_k z_k, with theta'' = theta - eps z_last
-                alphas[-1] += beta * self.eps
-            jobs.append((p, None, i, beta, tuple(Term(step, k, a) for k, a in enumerate(alphas))))
-        self.sampler.apply(jobs)
-
-    # -- the step --------------------------------------------------------------------------
+    # -- the step: Algorithm 1 -------------------------------------------------------------
     @torch.no_grad()
-    def estimate(self, closure: Optional[Callable[[], torch.Tensor | float]] = None, scale: float = 1.0, *,
-                 projected_grads: Optional[Sequence[float]] = None) -> float:
-        """Evaluate the closure at theta +- eps z_k for each direction and add ``scale * g_k`` to
-        the pending estimate of this step; returns the first loss L+ (times ``scale``).
+    def step(self, closure: Optional[Callable[[], torch.Tensor | float]] = None) -> torch.Tensor:  # type: ignore[override]
+        """One step; ``closure`` evaluates the loss (any scalar) at the current weights.
 
-        Call it once per micro-batch to accumulate (the micro-batches share the directions),
-        then :meth:`step` without a closure applies the update. The in-place tensors are left at
-        theta - eps z_last; the next pass (another estimate or the update) folds the restore in.
-        ``projected_grads`` replays recorded values instead of calling the closure.
+        Per direction z_k: L+ at theta + eps z_k, L- at theta - eps z_k,
+        g_k = (L+ - L-) / (2 eps); then theta <- theta - lr (mean_k g_k z_k + wd theta), with the
+        restore of the last displacement folded into that pass. Returns L+ of the first direction.
+        Without a closure, applies what :meth:`estimate` calls accumulated; a recorded step is
+        applied by :meth:`replay`.
         """
-        replay = projected_grads is not None
-        if closure is None and not replay:
+        if closure is None:
+            return self._step_accumulated()
+        if self._pending is not None:
+            raise ValueError("MeZO.step(closure) with an estimate pending; call step() to apply it")
+        self._begin_step()
+        loss, scalars = self._probe(closure)
+        self._descend(scalars)
+        return self._end_step(scalars, loss)
+
+    @torch.no_grad()
+    def replay(self, projected_grads: Sequence[float]) -> torch.Tensor:
+        """Apply a recorded step: the weights go through exactly the passes of :meth:`step`
+        (displacements included, so in-place rounding is the same), with the recorded scalars
+        instead of losses. Returns NaN (no loss is evaluated)."""
+        scalars = [_f32(v) for v in projected_grads]
+        self._begin_step()
+        self._check_record(scalars)
+        self._probe(None)
+        self._descend(scalars)
+        return self._end_step(scalars, float("nan"))
+
+    def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
+        """Two-point SPSA along each direction: (L+ of the first, [g_k]); ``closure=None`` only
+        moves the weights (replay)."""
+        step, losses, grads = self.step_count, [], []
+        for k in range(self.n_directions):
+            loss_pos, loss_neg = self._two_point(closure, step, k)
+            grads.append(_f32((loss_pos - loss_neg) / (2 * self.eps)))
+            losses.append(loss_pos)
+        return losses[0], grads
+
+    def _two_point(self, closure: Optional[Callable], step: int, k: int) -> tuple[float, float]:
+        """(L(theta + eps z_k), L(theta - eps z_k)); the weights owe the restore afterwards."""
+        with self.weights.at(step, k, +self.eps):
+            loss_pos = _loss(closure)
+        with self.weights.at(step, k, -self.eps):
+            loss_neg = _loss(closure)
+        if closure is not None and not (math.isfinite(loss_pos) and math.isfinite(loss_neg)):
+            self.weights.restore()
+            self._pending = None
+            raise FloatingPointError(f"{type(self).__name__} step {step}: non-finite loss (L+={loss_pos}, "
+                                     f"L-={loss_neg}); lower optimizer.eps or optimizer.lr")
+        return loss_pos, loss_neg
+
+    def _descend(self, grads: Sequence[float]) -> None:
+        """theta <- (1 - lr wd) theta - lr/n sum_k g_k z_k (the owed restore folded in)."""
+        self.weights.descend(self.step_count, grads, divisor=len(grads))
+
+    def _begin_step(self) -> None:
+        """Anything an estimator decides once per step, before probing (a mask, n_t)."""
+
+    def _check_record(self, scalars: Sequence[float]) -> None:
+        if len(scalars) != self.record_size():
+            raise ValueError(f"replay got {len(scalars)} projected gradients; {type(self).__name__} records "
+                             f"{self.record_size()} per step (n_directions={self.n_directions})")
+
+    def record_size(self) -> int:
+        """Scalars :meth:`replay` takes per step."""
+        return self.n_directions
+
+    def trajectory_record(self, scalars: Sequence[float]) -> list[float]:
+        """What the trajectory stores for a step whose update used ``scalars``."""
+        return list(scalars)
+
+    def projected_grads_of(self, scalars: Sequence[float]) -> list[float]:
+        """The projected gradients among a step's scalars (logged, and watched for divergence)."""
+        return list(scalars)
+
+    def _end_step(self, scalars: Sequence[float], loss: float) -> torch.Tensor:
+        if self.trajectory is not None:
+            self.trajectory.record(self.step_count, self.param_groups[0]["lr"], self.trajectory_record(scalars))
+        self.last_projected_grads = self.projected_grads_of(scalars)
+        self.step_count += 1
+        return torch.tensor(loss, dtype=torch.float64)
+
+    # -- micro-batches: estimates accumulated over several closures --------------------------
+    @torch.no_grad()
+    def estimate(self, closure: Callable[[], torch.Tensor | float], scale: float = 1.0) -> float:
+        """Add ``scale * g_k`` for this micro-batch's closure to the pending estimate of this
+        step (the micro-batches share the directions); returns ``scale * L+``. Then
+        :meth:`step` without a closure applies the update."""
+        if closure is None:
             raise ValueError("MeZO needs a closure that returns the loss")
-        if replay and len(projected_grads) != self.n_directions:
-            raise ValueError(f"replay got {len(projected_grads)} projected gradients; this optimizer "
-                             f"uses n_directions={self.n_directions}")
         if self._pending is not None and self.trajectory is not None:
             raise ValueError("a recorded trajectory replays one estimate per step; accumulate "
                              "micro-batches inside the closure instead")
-        step, eps, n = self.step_count, self.eps, self.n_directions
-        pending = self._pending or [0.0] * n
+        if self._pending is None:
+            self._begin_step()
+        pending = self._pending or [0.0] * self.n_directions
         first_loss = float("nan")
-        for k in range(n):
-            terms = [Term(step, k, eps)]
-            if k == 0 and self._displaced:  # still at theta - eps z_last from the previous estimate
-                terms = [Term(step, n - 1, eps)] + terms if n > 1 else [Term(step, 0, 2 * eps)]
-            self._inplace(terms)
-            if not replay:
-                with self._shadowed(step, k, +eps):
-                    loss_pos = float(closure())
-            self._inplace([Term(step, k, -2 * eps)])
-            self._displaced = True
-            if not replay:
-                with self._shadowed(step, k, -eps):
-                    loss_neg = float(closure())
-                if not (math.isfinite(loss_pos) and math.isfinite(loss_neg)):
-                    self._inplace([Term(step, k, eps)])
-                    self._displaced, self._pending = False, None
-                    raise FloatingPointError(f"MeZO step {step}: non-finite loss (L+={loss_pos}, "
-                                             f"L-={loss_neg}); lower optimizer.eps or optimizer.lr")
-                pending[k] += _f32(scale * (loss_pos - loss_neg) / (2 * eps))
-                if k == 0:
-                    first_loss = scale * loss_pos
-            else:
-                pending[k] += _f32(projected_grads[k])
-            if k < n - 1:
-                self._inplace([Term(step, k, eps)])  # restore before the next direction
-                self._displaced = False
+        for k in range(self.n_directions):
+            loss_pos, loss_neg = self._two_point(closure, self.step_count, k)
+            pending[k] += _f32(scale * (loss_pos - loss_neg) / (2 * self.eps))
+            if k == 0:
+                first_loss = scale * loss_pos
         self._pending = pending
         return first_loss
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], torch.Tensor | float]] = None, *,
-             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
-        """One MeZO step; ``closure`` evaluates the loss (any scalar) at the current weights.
-
-        Without a closure, applies the estimate accumulated by :meth:`estimate` calls.
-        ``projected_grads`` (one per direction) replays a recorded step: the weights go through
-        exactly the same arithmetic, without calling a closure.
-        """
-        first_loss = float("nan")
-        if closure is not None or projected_grads is not None:
-            if self._pending is not None:
-                raise ValueError("MeZO.step(closure) with an estimate pending; call step() to apply it")
-            first_loss = self.estimate(closure, projected_grads=projected_grads)
-        elif self._pending is None:
+    def _step_accumulated(self) -> torch.Tensor:
+        if self._pending is None:
             raise ValueError("MeZO.step needs a closure that returns the loss (or a prior estimate())")
-        step = self.step_count
         grads = [_f32(g) for g in self._pending]
-        self._update(step, grads)
-        self._displaced, self._pending = False, None
-        if self.trajectory is not None:
-            self.trajectory.record(step, self.param_groups[0]["lr"], grads)
-        self.last_projected_grads = grads
-        self.step_count += 1
-        return torch.tensor(first_loss)
+        self._pending = None
+        self._descend(grads)
+        return self._end_step(grads, float("nan"))
 
     # -- recording -------------------------------------------------------------------------
     def attach_trajectory(self, writer) -> None:
-        """Append (step, lr, projected gradients) of every following step to ``writer``."""
+        """Append (step, lr, recorded scalars) of every following step to ``writer``."""
         self.trajectory = writer
 
     # -- state -----------------------------------------------------------------------------
@@ -262,7 +276,8 @@ class MeZO(torch.optim.Optimizer):
                              f"{self.direction!r}")
         self.seed, self.step_count = int(zo["seed"]), int(zo["step_count"])
         self.sampler.seed = self.seed
-        self._pending, self._displaced = None, False  # states are saved between steps
+        self._pending = None  # states are saved between steps
+        self.weights.settle()
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -274,6 +289,24 @@ class MeZO(torch.optim.Optimizer):
         zo = state_dict.pop("zo", None)
         super().load_state_dict(state_dict)
         self._load_zo_state(zo)
+
+
+def _loss(closure: Optional[Callable]) -> float:
+    """The closure's loss as a float (NaN when replaying: nothing is evaluated)."""
+    return float("nan") if closure is None else float(closure())
+
+
+def _check_arguments(lr: float, eps: float, n_directions: int, direction: str, perturbation: str) -> None:
+    if lr < 0:
+        raise ValueError(f"MeZO lr={lr} must be >= 0")
+    if not eps > 0:
+        raise ValueError(f"MeZO eps={eps} must be > 0")
+    if n_directions < 1:
+        raise ValueError(f"MeZO n_directions={n_directions} must be >= 1")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"MeZO direction={direction!r}; valid: {', '.join(DIRECTIONS)}")
+    if perturbation not in PERTURBATIONS:
+        raise ValueError(f"MeZO perturbation={perturbation!r}; valid: {', '.join(PERTURBATIONS)}")
 
 
 class ZOFirstOrder(MeZO):
@@ -310,10 +343,10 @@ class ZOFirstOrder(MeZO):
         return {**super().describe(), "inner": self.inner_name,
                 "inner_defaults": {k: v for k, v in self.inner.defaults.items() if isinstance(v, (int, float, tuple, list, bool))}}
 
-    def _update(self, step: int, grads: Sequence[float]) -> None:
-        n = len(grads)
-        if self._displaced:
-            self._inplace([Term(step, n - 1, self.eps)])
+    def _descend(self, grads: Sequence[float]) -> None:
+        """Back to theta, ``p.grad = (1/n) sum_k g_k z_k``, then the inner optimizer's step."""
+        n, step = len(grads), self.step_count
+        self.weights.restore()
         jobs = []
         for _, i, p in self._params():
             if p.grad is None:

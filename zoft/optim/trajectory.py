@@ -10,7 +10,7 @@ With one direction a record is 16 bytes: 1000 steps of MeZO on OPT-13B are 16 kB
 when written, so the file is readable after a kill (a truncated last record is ignored).
 
 :func:`replay_into` feeds the records to an optimizer built like the one that trained (same
-parameters, same order, same settings) through ``step(projected_grads=...)``, which performs
+parameters, same order, same settings) through ``replay(projected_grads)``, which performs
 exactly the arithmetic of training minus the forward passes, so on the same device and dtype the
 rebuilt weights are bit-identical.
 """
@@ -232,7 +232,7 @@ def replay_into(optimizer, trajectory: Trajectory | Path | str, until_step: Opti
                                   "was expected (records must be consecutive)")
         for group in optimizer.param_groups:
             group["lr"] = lr
-        optimizer.step(projected_grads=grads)
+        optimizer.replay(grads)
         applied += 1
     return applied
 

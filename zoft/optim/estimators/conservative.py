@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 
 from zoft.optim.directions import DirectionSampler, Term
-from zoft.optim.mezo import MeZO, _f32
+from zoft.optim.mezo import MeZO, _f32, _loss
 from zoft.optim.shadow import ShadowPerturbation
 
 COMBINED = -1  # Term.k standing for sum_k c_k z_k (the candidate step direction)
@@ -63,6 +63,7 @@ class ZOConservative(MeZO):
         everything = {id(p): (i, p) for _, i, p in self._params()}
         self._candidates = ShadowPerturbation(model, everything, self._combined)
         self.last_step_sign = 0
+        self._estimate: Optional[list[float]] = None
 
     @property
     def forward_passes_per_step(self) -> int:
@@ -79,36 +80,30 @@ class ZOConservative(MeZO):
         with self._candidates.perturbed(step, COMBINED, lr):
             return float(closure())
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None, *,
-             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
-        """One conservative step; ``projected_grads`` replays recorded s * g_k."""
-        replay = projected_grads is not None
-        if closure is None and not replay:
-            raise ValueError("ZO-SGD-Cons needs a closure that returns the loss")
-        step, n = self.step_count, self.n_directions
-        loss0 = float("nan") if replay else float(closure())
-        self.estimate(closure, projected_grads=projected_grads)
-        grads = [_f32(g) for g in self._pending]
-        if self._displaced:  # back to theta: the candidates are measured from it
-            self._inplace([Term(step, n - 1, self.eps)])
-        self._displaced, self._pending = False, None
-        if replay:
-            signed = grads
-        else:
-            lr = self.param_groups[0]["lr"]
-            down = self._candidate_loss(closure, step, grads, -lr)
-            up = self._candidate_loss(closure, step, grads, +lr)
-            if not all(math.isfinite(v) for v in (loss0, down, up)):
-                raise FloatingPointError(f"ZO-SGD-Cons step {step}: non-finite loss (L0={loss0}, "
-                                         f"L(theta - lr g)={down}, L(theta + lr g)={up})")
-            sign = 1 if (down < loss0 and down <= up) else (-1 if up < loss0 else 0)
-            self.last_step_sign = sign
-            signed = [_f32(sign * g) for g in grads]
+    def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
+        """L0, the two-point estimate from theta, then the loss at theta -+ lr g_hat: the step
+        keeps the better candidate (s = +1: descend, -1: ascend) or none (s = 0); returns s * g_k."""
+        step = self.step_count
+        loss0 = _loss(closure)
+        _, grads = super()._probe(closure)
+        self.weights.restore()  # back to theta: the candidates are measured from it
+        if closure is None:
+            return loss0, []
+        lr = self.param_groups[0]["lr"]
+        down = self._candidate_loss(closure, step, grads, -lr)
+        up = self._candidate_loss(closure, step, grads, +lr)
+        if not all(math.isfinite(v) for v in (loss0, down, up)):
+            raise FloatingPointError(f"ZO-SGD-Cons step {step}: non-finite loss (L0={loss0}, "
+                                     f"L(theta - lr g)={down}, L(theta + lr g)={up})")
+        sign = 1 if (down < loss0 and down <= up) else (-1 if up < loss0 else 0)
+        self.last_step_sign, self._estimate = sign, grads
+        return loss0, [_f32(sign * g) for g in grads]
+
+    def projected_grads_of(self, scalars: Sequence[float]) -> list[float]:
+        """The estimate g_k before the sign (a replayed step only knows s * g_k)."""
+        estimate, self._estimate = self._estimate, None
+        return list(scalars) if estimate is None else estimate
+
+    def _descend(self, signed: Sequence[float]) -> None:
         if any(g != 0.0 for g in signed):
-            self._update(step, signed)
-        if self.trajectory is not None:
-            self.trajectory.record(step, self.param_groups[0]["lr"], signed)
-        self.last_projected_grads = grads
-        self.step_count += 1
-        return torch.tensor(loss0, dtype=torch.float64)
+            super()._descend(signed)

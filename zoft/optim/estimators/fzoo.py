@@ -19,10 +19,7 @@ import math
 import statistics
 from typing import Callable, Iterable, Optional, Sequence
 
-import torch
-
-from zoft.optim.directions import Term
-from zoft.optim.mezo import MeZO, _f32
+from zoft.optim.mezo import MeZO, _f32, _loss
 
 
 def fzoo_coefficients(loss0: float, losses: Sequence[float]) -> list[float]:
@@ -50,56 +47,22 @@ class FZOO(MeZO):
     def describe(self) -> dict:
         return {**super().describe(), "rule": "fzoo"}
 
-    def _probe(self, closure: Optional[Callable], step: int, replay: bool) -> tuple[float, list[float]]:
-        """L0, then L_i at theta + eps u_i; in-place tensors are left at theta + eps u_{N-1}."""
-        eps, n = self.eps, self.n_directions
-        loss0 = float("nan") if replay else float(closure())
-        losses = []
-        for i in range(n):
-            # One pass moves from theta + eps u_{i-1} to theta + eps u_i.
-            self._inplace(([Term(step, i - 1, -eps)] if i else []) + [Term(step, i, eps)])
-            self._displaced = True
-            if not replay:
-                with self._shadowed(step, i, +eps):
-                    losses.append(float(closure()))
-        return loss0, losses
-
-    def _update(self, step: int, coefficients: Sequence[float]) -> None:
-        """theta <- (1 - lr wd) theta - lr sum_i c_i u_i, folding in the restore of u_{N-1}."""
-        jobs = []
-        for group, i, p in self._params():
-            lr, wd = group["lr"], group["weight_decay"]
-            beta = 1.0 - lr * wd
-            alphas = [-lr * c for c in coefficients]
-            if self._displaced and not self._is_shadow(p):
-                alphas[-1] -= beta * self.eps  # the tensor sits at theta + eps u_{N-1}
-            jobs.append((p, None, i, beta, tuple(Term(step, k, a) for k, a in enumerate(alphas))))
-        self.sampler.apply(jobs)
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None, *,
-             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
-        """One FZOO step; returns L0. ``projected_grads`` replays recorded c_i."""
-        replay = projected_grads is not None
-        if closure is None and not replay:
-            raise ValueError("FZOO needs a closure that returns the loss")
-        if replay and len(projected_grads) != self.n_directions:
-            raise ValueError(f"replay got {len(projected_grads)} coefficients; FZOO uses N={self.n_directions}")
+    def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
+        """L0, then L_i at theta + eps u_i (one pass moves from u_{i-1} to u_i); the c_i."""
         step = self.step_count
-        loss0, losses = self._probe(closure, step, replay)
-        if replay:
-            coefficients = [_f32(c) for c in projected_grads]
-        else:
-            if not all(math.isfinite(v) for v in [loss0, *losses]):
-                self._inplace([Term(step, self.n_directions - 1, -self.eps)])
-                self._displaced = False
-                raise FloatingPointError(f"FZOO step {step}: non-finite loss (L0={loss0}, L_i={losses}); "
-                                         "lower optimizer.eps or optimizer.lr")
-            coefficients = [_f32(c) for c in fzoo_coefficients(loss0, losses)]
-        self._update(step, coefficients)
-        self._displaced = False
-        if self.trajectory is not None:
-            self.trajectory.record(step, self.param_groups[0]["lr"], coefficients)
-        self.last_projected_grads = coefficients
-        self.step_count += 1
-        return torch.tensor(loss0, dtype=torch.float64)
+        loss0 = _loss(closure)
+        losses = []
+        for i in range(self.n_directions):
+            with self.weights.at(step, i, +self.eps):
+                losses.append(_loss(closure))
+        if closure is None:
+            return loss0, []
+        if not all(math.isfinite(v) for v in [loss0, *losses]):
+            self.weights.restore()
+            raise FloatingPointError(f"FZOO step {step}: non-finite loss (L0={loss0}, L_i={losses}); "
+                                     "lower optimizer.eps or optimizer.lr")
+        return loss0, [_f32(c) for c in fzoo_coefficients(loss0, losses)]
+
+    def _descend(self, coefficients: Sequence[float]) -> None:
+        """theta <- (1 - lr wd) theta - lr sum_i c_i u_i, folding in the restore of u_{N-1}."""
+        self.weights.descend(self.step_count, coefficients)

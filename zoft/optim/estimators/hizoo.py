@@ -23,9 +23,9 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from zoft.optim.directions import Term, chunk_size
+from zoft.optim.directions import chunk_size
 from zoft.optim.estimators.chunks import TransformedSampler, map_chunks
-from zoft.optim.mezo import MeZO, _f32
+from zoft.optim.mezo import MeZO, _f32, _loss
 
 
 class _HessianScaled(TransformedSampler):
@@ -59,9 +59,7 @@ class HiZOO(MeZO):
         super().__init__(params, **kwargs)
         self.hessian_smooth = float(hessian_smooth)
         self._by_index = {i: p for _, i, p in self._params()}
-        self.sampler = _HessianScaled(self.sampler, lambda i: self.hessian(self._by_index[i]))
-        if self._shadow is not None:
-            self._shadow.sampler = self.sampler
+        self.use_sampler(_HessianScaled(self.sampler, lambda i: self.hessian(self._by_index[i])))
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "hizoo", "hessian_smooth": self.hessian_smooth}
@@ -73,58 +71,43 @@ class HiZOO(MeZO):
             state["hessian"] = torch.ones(p.shape, dtype=torch.float32, device=p.device)
         return state["hessian"]
 
-    def _update(self, step: int, g: float, h: float) -> None:
-        alpha, eps = self.hessian_smooth, self.eps
-        meta = {i: (group["lr"], group["weight_decay"], self._displaced and not self._is_shadow(p))
-                for group, i, p in self._params()}
+    def record_size(self) -> int:
+        return 2  # (g, h)
+
+    def projected_grads_of(self, scalars: Sequence[float]) -> list[float]:
+        return list(scalars[:1])  # g; h is the curvature term
+
+    def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
+        """L0, L+, L- along Sigma^{1/2} z; g = (L+ - L-) / (2 eps), h = |L+ + L- - 2 L0| / (2 eps^2)."""
+        step, eps = self.step_count, self.eps
+        loss0 = _loss(closure)
+        loss_pos, loss_neg = self._two_point(closure, step, 0)
+        if closure is None:
+            return loss0, []
+        if not math.isfinite(loss0):
+            self.weights.restore()
+            raise FloatingPointError(f"HiZOO step {step}: non-finite loss L0={loss0}; lower optimizer.eps or optimizer.lr")
+        g = _f32((loss_pos - loss_neg) / (2 * eps))
+        h = _f32(abs(loss_pos + loss_neg - 2 * loss0) / (2 * eps * eps))
+        return loss0, [g, h]
+
+    def _descend(self, scalars: Sequence[float]) -> None:
+        """Sigma <- (1 - alpha) Sigma + alpha h z^2 / Sigma, then theta <- theta - lr g Sigma^{1/2} z
+        (after (1 - lr wd) theta), chunk by chunk, the owed restore first."""
+        g, h = scalars
+        step, alpha = self.step_count, self.hessian_smooth
+        meta = {i: (group["lr"], group["weight_decay"], self.weights.owed_by(p)) for group, i, p in self._params()}
 
         def fn(index, c, draw, theta, sigma):
-            lr, wd, displaced = meta[index]
+            lr, wd, owed = meta[index]
             z = draw(step, 0)
-            if displaced:  # restore theta - eps Sigma^{1/2} z with the Sigma that displaced it
-                theta.add_((z * sigma.sqrt()).to(theta.dtype), alpha=eps)
+            for t in owed:  # undo theta - eps Sigma^{1/2} z with the Sigma that displaced it
+                theta.add_((z * sigma.sqrt()).to(theta.dtype), alpha=t.alpha)
             if alpha != 0.0:
-                # Sigma <- (1 - alpha) Sigma + alpha h z^2 / Sigma
                 sigma.copy_((1.0 - alpha) * sigma + (alpha * h) * z * z / sigma)
             if lr * wd != 0.0:
                 theta.mul_(1.0 - lr * wd)
             theta.add_((z * sigma.sqrt()).to(theta.dtype), alpha=-lr * g)
 
         map_chunks(self.sampler.base, [(i, [p, self.hessian(p)]) for _, i, p in self._params()], fn)
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None, *,
-             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
-        """One HiZOO step; returns L0. ``projected_grads=(g, h)`` replays a recorded step."""
-        replay = projected_grads is not None
-        if closure is None and not replay:
-            raise ValueError("HiZOO needs a closure that returns the loss")
-        if replay and len(projected_grads) != 2:
-            raise ValueError(f"HiZOO replays (g, h) per step; got {len(projected_grads)} values")
-        step, eps = self.step_count, self.eps
-        loss0 = float("nan") if replay else float(closure())
-        self._inplace([Term(step, 0, eps)])
-        if not replay:
-            with self._shadowed(step, 0, +eps):
-                loss_pos = float(closure())
-        self._inplace([Term(step, 0, -2 * eps)])
-        self._displaced = True
-        if replay:
-            g, h = (_f32(v) for v in projected_grads)
-        else:
-            with self._shadowed(step, 0, -eps):
-                loss_neg = float(closure())
-            if not all(math.isfinite(v) for v in (loss0, loss_pos, loss_neg)):
-                self._inplace([Term(step, 0, eps)])
-                self._displaced = False
-                raise FloatingPointError(f"HiZOO step {step}: non-finite loss (L0={loss0}, L+={loss_pos}, "
-                                         f"L-={loss_neg}); lower optimizer.eps or optimizer.lr")
-            g = _f32((loss_pos - loss_neg) / (2 * eps))
-            h = _f32(abs(loss_pos + loss_neg - 2 * loss0) / (2 * eps * eps))
-        self._update(step, g, h)
-        self._displaced = False
-        if self.trajectory is not None:
-            self.trajectory.record(step, self.param_groups[0]["lr"], [g, h])
-        self.last_projected_grads = [g]
-        self.step_count += 1
-        return torch.tensor(loss0, dtype=torch.float64)
+        self.weights.settle()

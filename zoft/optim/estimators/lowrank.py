@@ -135,9 +135,7 @@ class LowRankZO(MeZO):
         super().__init__(params, **kwargs)
         self.kind, self.rank, self.interval = kind, int(rank), int(interval)
         shapes = {i: s for _, i, p in self._params() if (s := matrix_shape(p)) is not None}
-        self.sampler = LowRankSampler(self.sampler, shapes, kind, self.rank, self.interval)
-        if self._shadow is not None:
-            self._shadow.sampler = self.sampler
+        self.use_sampler(LowRankSampler(self.sampler, shapes, kind, self.rank, self.interval))
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": self.kind, "rank": self.rank, "interval": self.interval}

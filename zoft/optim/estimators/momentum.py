@@ -39,16 +39,12 @@ class ZOMomentum(MeZO):
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
         return state["momentum_buffer"]
 
-    def _update(self, step: int, grads: Sequence[float]) -> None:
-        n = len(grads)
+    def _descend(self, grads: Sequence[float]) -> None:
+        n, step = len(grads), self.step_count
         terms = tuple(Term(step, k, g / n) for k, g in enumerate(grads))
         # m <- beta m + (1/n) sum g_k z_k: one seeded pass over the buffers.
         self.sampler.apply([(self._buffer(p), None, i, self.momentum, terms) for _, i, p in self._params()])
-        restore = []
-        for group, i, p in self._params():
-            if self._displaced and not self._is_shadow(p):
-                restore.append((p, None, i, 1.0, (Term(step, n - 1, self.eps),)))
-        self.sampler.apply(restore)  # back to theta before the update
+        self.weights.restore()  # back to theta before the update
         for group, _, p in self._params():
             lr, wd = group["lr"], group["weight_decay"]
             if lr * wd != 0.0:

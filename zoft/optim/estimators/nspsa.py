@@ -17,7 +17,7 @@ trajectory records ``n`` values per step (unused ones 0) and stays replayable.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 
@@ -63,28 +63,23 @@ class ScheduledSPSA(MeZO):
                 "sample_scheduler": self.sample_scheduler, "total_steps": self.total_steps,
                 "scale_lr_with_samples": self.scale_lr_with_samples}
 
-    def _update(self, step: int, grads: Sequence[float]) -> None:
+    def _begin_step(self) -> None:
+        self.n_directions = self.samples(self.step_count)
+
+    def _descend(self, grads: Sequence[float]) -> None:
         if self.scale_lr_with_samples:  # MeZO averages (divides by n_t); undo it
             grads = [g * len(grads) for g in grads]
-        super()._update(step, grads)
+        super()._descend(grads)
+
+    def trajectory_record(self, scalars: Sequence[float]) -> list[float]:
+        """n values per step, the unused ones 0 (one record width for the whole run)."""
+        return list(scalars) + [0.0] * (self.max_directions - len(scalars))
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None, *,
-             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
-        """One step with n_t directions; ``projected_grads`` (n values, padded) replays one."""
-        step = self.step_count
-        self.n_directions = self.samples(step)
-        if projected_grads is not None:
-            projected_grads = list(projected_grads)[:self.n_directions]
-        writer, self.trajectory = self.trajectory, None  # MeZO would record n_t values
-        try:
-            loss = super().step(closure, projected_grads=projected_grads)
-        finally:
-            self.trajectory = writer
-        if writer is not None:
-            padded = list(self.last_projected_grads) + [0.0] * (self.max_directions - self.n_directions)
-            writer.record(step, self.param_groups[0]["lr"], padded)
-        return loss
+    def replay(self, projected_grads: Sequence[float]) -> torch.Tensor:
+        """A recorded step: the first n_t of the n recorded values."""
+        self._begin_step()
+        return super().replay(list(projected_grads)[:self.n_directions])
 
     def _load_zo_state(self, zo: Optional[dict]) -> None:
         super()._load_zo_state(zo)

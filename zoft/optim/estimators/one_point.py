@@ -14,12 +14,10 @@ replayable from the recorded g_t.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
-import torch
 
-from zoft.optim.directions import Term
-from zoft.optim.mezo import MeZO, _f32
+from zoft.optim.mezo import MeZO, _f32, _loss
 
 
 class OnePointZO(MeZO):
@@ -36,46 +34,19 @@ class OnePointZO(MeZO):
     def describe(self) -> dict:
         return {**super().describe(), "rule": "one-point"}
 
-    def _update(self, step: int, grads: Sequence[float]) -> None:
-        """theta <- (1 - lr wd) theta - lr g z, folding in the restore of +eps z."""
-        (g,) = grads
-        jobs = []
-        for group, i, p in self._params():
-            lr, wd = group["lr"], group["weight_decay"]
-            beta = 1.0 - lr * wd
-            alpha = -lr * g - (beta * self.eps if self._displaced and not self._is_shadow(p) else 0.0)
-            jobs.append((p, None, i, beta, (Term(step, 0, alpha),)))
-        self.sampler.apply(jobs)
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable] = None, *,
-             projected_grads: Optional[Sequence[float]] = None) -> torch.Tensor:  # type: ignore[override]
-        """One step; returns L(theta + eps z). ``projected_grads=[g]`` replays a recorded step."""
-        replay = projected_grads is not None
-        if closure is None and not replay:
-            raise ValueError("the one-point estimator needs a closure that returns the loss")
-        step, eps = self.step_count, self.eps
-        self._inplace([Term(step, 0, eps)])
-        self._displaced = True
-        loss = float("nan")
-        if replay:
-            g = _f32(projected_grads[0])
-        else:
-            with self._shadowed(step, 0, +eps):
-                loss = float(closure())
-            if not math.isfinite(loss):
-                self._inplace([Term(step, 0, -eps)])
-                self._displaced = False
-                raise FloatingPointError(f"one-point ZO step {step}: non-finite loss {loss}")
-            g = 0.0 if self.previous_loss is None else _f32((loss - self.previous_loss) / eps)
-            self.previous_loss = loss
-        self._update(step, [g])
-        self._displaced = False
-        if self.trajectory is not None:
-            self.trajectory.record(step, self.param_groups[0]["lr"], [g])
-        self.last_projected_grads = [g]
-        self.step_count += 1
-        return torch.tensor(loss, dtype=torch.float64)
+    def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
+        """L(theta + eps z) and g = (L_t - L_{t-1}) / eps (0 at the first step)."""
+        step = self.step_count
+        with self.weights.at(step, 0, +self.eps):
+            loss = _loss(closure)
+        if closure is None:
+            return loss, []
+        if not math.isfinite(loss):
+            self.weights.restore()
+            raise FloatingPointError(f"one-point ZO step {step}: non-finite loss {loss}")
+        g = 0.0 if self.previous_loss is None else _f32((loss - self.previous_loss) / self.eps)
+        self.previous_loss = loss
+        return loss, [g]
 
     def _zo_state(self) -> dict:
         return {**super()._zo_state(), "previous_loss": self.previous_loss}

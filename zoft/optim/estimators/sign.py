@@ -27,16 +27,15 @@ class ZOSign(MeZO):
     """
 
 
-    def _update(self, step: int, grads: Sequence[float]) -> None:
-        n, eps = len(grads), self.eps
-        inplace = [(group, i, p) for group, i, p in self._params()]
-        meta = {i: (group["lr"], group["weight_decay"], self._displaced and not self._is_shadow(p))
-                for group, i, p in inplace}
+    def _descend(self, grads: Sequence[float]) -> None:
+        n, step = len(grads), self.step_count
+        params = self._params()
+        meta = {i: (group["lr"], group["weight_decay"], self.weights.owed_by(p)) for group, i, p in params}
 
         def fn(index, c, draw, theta):
-            lr, wd, displaced = meta[index]
-            if displaced:  # the tensor still sits at theta - eps z_last
-                theta.add_(draw(step, n - 1), alpha=eps)
+            lr, wd, owed = meta[index]
+            for t in owed:  # the tensor still sits at theta - eps z_last
+                theta.add_(draw(t.step, t.k), alpha=t.alpha)
             acc = torch.zeros(theta.shape, dtype=torch.float32, device=theta.device)  # g_hat chunk
             for k, g in enumerate(grads):
                 if g != 0.0:
@@ -45,4 +44,5 @@ class ZOSign(MeZO):
                 theta.mul_(1.0 - lr * wd)
             theta.add_(torch.sign(acc).to(theta.dtype), alpha=-lr)
 
-        map_chunks(self.sampler, [(i, [p]) for _, i, p in inplace], fn)
+        map_chunks(self.sampler, [(i, [p]) for _, i, p in params], fn)
+        self.weights.settle()

@@ -68,8 +68,7 @@ class SparseMeZO(MeZO):
                              "SparseMeZO(params, model=model, ...)")
         super().__init__(params, model=model, perturbation="shadow", **kwargs)
         self.sparsity = float(sparsity)
-        self.sampler = _Masked(self.sampler)
-        self._shadow.sampler = self.sampler
+        self.use_sampler(_Masked(self.sampler))
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "sparse", "sparsity": self.sparsity}
@@ -85,8 +84,5 @@ class SparseMeZO(MeZO):
         t = self.sampler.thresholds.get(index)
         return torch.ones_like(p, dtype=torch.bool) if t is None else p.detach().abs() <= t
 
-    @torch.no_grad()
-    def estimate(self, closure=None, scale: float = 1.0, *, projected_grads=None) -> float:
-        if self._pending is None:  # a new step: thresholds from the weights it starts from
-            self._set_thresholds()
-        return super().estimate(closure, scale, projected_grads=projected_grads)
+    def _begin_step(self) -> None:
+        self._set_thresholds()  # from the weights the step starts from
