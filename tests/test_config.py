@@ -25,7 +25,7 @@ def test_every_option_composes_and_validates(group, option):
     if group == "task" and TASKS[cfg.task.name].family == "masked":
         # Masked-LM (LM-BFF) tasks run on masked models: pair them with tiny-roberta.
         cfg = compose_config([f"{group}={option}", "model=tiny-roberta"])
-    if group == "optimizer" and option == "kernel":
+    if group == "mode" and option == "kernel":
         # Kernels need a masked LM: pair with tiny-roberta on a masked-LM task.
         masked = [name for name, spec in TASKS.items() if spec.family == "masked"]
         if not masked:
@@ -133,7 +133,7 @@ def kshot_data(tmp_path_factory):
 def _buildable(group: str, option: str, kshot_root) -> list[str]:
     """Overrides that make ``group=option`` runnable offline on a tiny model of its family."""
     cfg = compose_config([f"{group}={option}"])
-    masked = cfg.task.name.endswith("-kshot") or cfg.model.kind != "causal" or option == "kernel"
+    masked = cfg.task.name.endswith("-kshot") or cfg.model.kind != "causal" or cfg.mode.name == "kernel"
     overrides = [f"{group}={option}"]
     if masked:
         model = TINY_OF.get((cfg.model.family, cfg.model.kind), "tiny-roberta") if group == "model" else "tiny-roberta"
@@ -172,7 +172,7 @@ def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot
     objective = build_objective(cfg, spec, loaded, data)
     items = objective.prepare(data.train, train=True)
     assert items
-    if cfg.method.name in EVAL_ONLY or cfg.optimizer.name == "kernel":
+    if cfg.method.name in EVAL_ONLY or cfg.mode.name == "kernel":
         return
     optimizer = build_optimizer(cfg.optimizer, named, seed=0, model=loaded.model)
     assert isinstance(optimizer, __import__("torch").optim.Optimizer)

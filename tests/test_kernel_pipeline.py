@@ -19,7 +19,7 @@ from zoft.run import default_config
 def cfg_for(tmp_path, **kernel):
     return default_config(
         model={"name": "tiny-roberta", "family": "roberta", "kind": "masked", "tiny": vars(ARCH)},
-        task={"name": "sst2"}, optimizer={"name": "kernel"}, output_dir=str(tmp_path),
+        task={"name": "sst2"}, mode={"name": "kernel"}, output_dir=str(tmp_path),
         kernel={"cache_dir": str(tmp_path / "cache"), "outer_batch_size": 2, "inner_batch_size": 4, **kernel},
     )
 

@@ -1,4 +1,4 @@
-"""optimizer=kernel through the normal run on an LM-BFF k-shot task (tiny RoBERTa, fixture data)."""
+"""mode=kernel through the normal run on an LM-BFF k-shot task (tiny RoBERTa, fixture data)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def kshot_root(tmp_path_factory):
 
 def overrides(root, out, *extra) -> list[str]:
     return ["model=tiny-roberta", "task=sst-2-kshot", f"task.data_dir={root}", "task.k=4", "task.sample_seed=42",
-            "optimizer=kernel", "trainer.progress_bar=false", f"output_dir={out}",
+            "mode=kernel", "trainer.progress_bar=false", f"output_dir={out}",
             f"kernel.cache_dir={out / 'kernels'}", *extra]
 
 

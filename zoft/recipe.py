@@ -9,7 +9,7 @@ then one runner, chosen by the config (:func:`runner_for`):
 * ``evaluate``: zero-shot and in-context learning (no weights change);
 * ``fit``: a closed-form fit alone (linear probing), then the final evaluation;
 * ``train``: (the closed-form fit, for LP-then-MeZO,) the training loop, the final evaluation;
-* ``kernel``: the eNTK kernel view (``optimizer=kernel``), no gradient steps.
+* ``kernel``: the eNTK kernel view (``mode=kernel``), no gradient steps.
 
 Every runner fills the same :class:`zoft.results.RunResults`; ``zoft.run`` writes it.
 """
@@ -142,7 +142,7 @@ def build_setup(cfg: DictConfig, run_dir: Path, results: RunResults, results_fil
 # -------------------------------------------------------------------------------- runners
 def runner_for(cfg: DictConfig) -> str:
     """Which runner a config asks for: ``kernel``, ``evaluate``, ``fit`` or ``train``."""
-    if cfg.optimizer.name == "kernel":
+    if cfg.mode.name == "kernel":
         return "kernel"
     if cfg.method.name in EVAL_ONLY:
         return "evaluate"

@@ -37,5 +37,7 @@ METHOD_FAMILIES: dict[str, Optional[tuple[str, ...]]] = {
     "prefix": ("opt", "llama", "roberta", "bert"),
     "prompt": ("opt", "llama", "roberta"),
 }
+# What a run does (conf/mode/): fine-tune/evaluate, or the kernel view.
+MODES = ("train", "kernel")
 # Methods that only evaluate: no optimizer runs.
 EVAL_ONLY = frozenset({"zero-shot", "icl"})

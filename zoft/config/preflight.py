@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+# Options that moved to another group, with where they went.
+MOVED = {("optimizer", "kernel"): "The kernel view is a mode of its own: mode=kernel (settings: kernel.*)."}
+
+
 def unknown_group_choice(argv: Sequence[str], conf_dir: Path) -> Optional[str]:
     """An error message for the first ``group=option`` whose option file does not exist."""
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
@@ -21,5 +25,7 @@ def unknown_group_choice(argv: Sequence[str], conf_dir: Path) -> Optional[str]:
         if value not in options:
             close = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            if (key, value) in MOVED:
+                hint = " " + MOVED[(key, value)]
             return f"unknown {key} option {value!r}.{hint} Valid {key} options: {', '.join(options)}"
     return None

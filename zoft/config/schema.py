@@ -168,8 +168,16 @@ class TrainerConfig:
 
 
 @dataclass
+class ModeConfig:
+    """What a run does: ``train`` (fine-tune or evaluate with the method and optimizer) or
+    ``kernel`` (the eNTK kernel view, settings in the ``kernel`` node; no gradient steps)."""
+
+    name: str = "train"
+
+
+@dataclass
 class KernelConfig:
-    """The kernel view (eNTK) of prompt-based fine-tuning; used when ``optimizer=kernel``."""
+    """The kernel view (eNTK) of prompt-based fine-tuning; used when ``mode=kernel``."""
 
     formula: str = "sgd"  # sgd | signgd | asymmetric_signgd
     solver: str = "logistic"  # lstsq | logistic | svr | svc | asym
@@ -254,6 +262,7 @@ class DistributedConfig:
 
 @dataclass
 class RunConfig:
+    mode: ModeConfig = field(default_factory=ModeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     method: MethodConfig = field(default_factory=MethodConfig)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION,
+from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION, MODES,
                                  MODEL_FAMILIES, MODEL_KINDS, PERTURBATIONS, PRECISIONS, SCHEDULERS, STRATEGIES)
+from zoft.config.kernel_checks import kernel_problems
 from zoft.errors import ZoftUserError
 from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, zeroth_order_names
 
@@ -52,6 +53,7 @@ def validate(cfg: DictConfig) -> None:
 
     problems: list[str] = unknown_keys(cfg) + number_problems(cfg)
     spec = _check_model_and_task(problems, cfg)
+    _check_mode(problems, cfg)
     _choice(problems, "method.name", cfg.method.name, sorted(METHOD_FAMILIES))
     _check_opt_task_options(problems, cfg, spec)
     _check_method(problems, cfg)
@@ -103,13 +105,15 @@ def _check_model_and_task(problems: list[str], cfg: DictConfig):
     return spec
 
 
+def _check_mode(problems: list[str], cfg: DictConfig) -> None:
+    _choice(problems, "mode.name", cfg.mode.name, MODES)
+    if cfg.mode.name == "kernel":
+        problems.extend(kernel_problems(cfg))
+
+
 def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
     o = cfg.optimizer
-    _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS) + ("kernel",))
-    if o.name == "kernel":
-        from zoft.kernel.validate import kernel_problems
-
-        problems.extend(kernel_problems(cfg))
+    _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS))
     if is_zeroth_order_name(o.name):
         _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
         _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)

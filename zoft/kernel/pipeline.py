@@ -1,6 +1,6 @@
 """One kernel run: inputs -> kernels (computed, cached or loaded) -> solver -> metrics.
 
-Called by :func:`zoft.run.run` when ``optimizer=kernel``. The training set is always the outer
+Called by the recipe (:mod:`zoft.recipe`) when ``mode=kernel``. The training set is always the outer
 (row) set; kernels are taken between it and each of train, dev and test.
 """
 
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from zoft.kernel.compute import compute_kernel, function_values
@@ -32,22 +30,13 @@ def inputs_from_items(items: Sequence[Any], label_word_ids: Sequence[int], mask_
     """PromptInputs from prepared masked-LM items (``input_ids``, ``mask_pos``, ``label`` and
     optional ``token_type_ids`` attributes, as the ``mlm-prompt`` objective's items have)."""
     if any(getattr(it, "mask_pos", None) is None for it in items):
-        raise KernelInputError("optimizer=kernel needs prompts with a mask token (task.objective=mlm-prompt), "
+        raise KernelInputError("mode=kernel needs prompts with a mask token (task.objective=mlm-prompt), "
                                "not the template-free cls-head objective")
     segments = [list(it.token_type_ids) for it in items] if items and getattr(items[0], "token_type_ids", None) is not None else None
     inputs = PromptInputs.from_token_lists([list(it.input_ids) for it in items], [int(it.label) for it in items],
                                            list(label_word_ids), mask_id=mask_id, pad_id=pad_id, token_type_ids=segments)
     inputs.mask_pos = torch.tensor([int(it.mask_pos) for it in items], dtype=torch.long)  # the encoder's own index
     return inputs
-
-
-def maybe_init_distributed() -> None:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): gloo on CPU, nccl on GPUs."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
 
 
 def subset_from(cfg: DictConfig) -> ParamSubset:
@@ -131,12 +120,14 @@ class KernelSource:
 def run_kernel(cfg: DictConfig, model: torch.nn.Module, splits: dict[str, Optional[PromptInputs]],
                device: torch.device, run_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
     """Kernels, solver fit on train, predictions for train/dev/test; fills ``metrics`` with
-    ``{split}_accuracy`` and ``{split}_loss`` (the solver's loss) and returns a summary."""
-    maybe_init_distributed()
+    ``{split}_accuracy`` and ``{split}_loss`` (the solver's loss) and returns a summary.
+
+    Under torchrun the process group is the run's (:func:`zoft.distributed.setup`, which
+    honours ``distributed.backend``); the training rows are then sharded over the ranks."""
     k = cfg.kernel
     train = splits["train"]
     if train is None or len(train) == 0:
-        raise KernelInputError("optimizer=kernel needs training examples (task.num_train > 0)")
+        raise KernelInputError("mode=kernel needs training examples (task.num_train > 0)")
     binary = k.binary if k.binary is not None else train.num_classes == 2
     fn = LabelWordLogits(model, train.label_word_ids, binary=binary)
     params, fixed = split_params(fn, subset_from(cfg))
@@ -175,12 +166,12 @@ def run_kernel(cfg: DictConfig, model: torch.nn.Module, splits: dict[str, Option
 
 def run_from_objective(cfg: DictConfig, loaded: Any, objective: Any, data: Any, run_dir: Path,
                        metrics: dict[str, float]) -> dict[str, Any]:
-    """The ``optimizer=kernel`` branch of a run: encode the splits with the task's masked-LM prompt
+    """The ``mode=kernel`` branch of a run: encode the splits with the task's masked-LM prompt
     objective (the same token ids, mask index and label words it trains and evaluates with), then
     :func:`run_kernel`."""
     label_ids = getattr(objective, "label_ids", None)
     if label_ids is None:
-        raise KernelInputError(f"optimizer=kernel needs a masked-LM prompt task (objective mlm-prompt, e.g. "
+        raise KernelInputError(f"mode=kernel needs a masked-LM prompt task (objective mlm-prompt, e.g. "
                                f"task=sst-2-kshot); task {cfg.task.name!r} uses {type(objective).__name__}")
     tok = loaded.tokenizer
     splits = {}

@@ -1,4 +1,4 @@
-"""Value checks of the ``kernel`` config node (run by zoft.config.validate for optimizer=kernel)."""
+"""Value checks of the ``kernel`` config node (run by zoft.config.validate for ``mode=kernel``)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,6 @@ def kernel_problems(cfg: DictConfig) -> list[str]:
     if k.adjust_for_init and k.solver != "lstsq":
         problems.append(f"kernel.adjust_for_init=true is only used by kernel.solver=lstsq (got {k.solver!r})")
     if cfg.model.kind != "masked":
-        problems.append(f"optimizer=kernel needs a masked LM with an MLM head (model.kind=masked); "
+        problems.append(f"mode=kernel needs a masked LM with an MLM head (model.kind=masked); "
                         f"model {cfg.model.name!r} is kind={cfg.model.kind!r} (e.g. model=roberta-large or model=tiny-roberta)")
     return problems
