@@ -14,7 +14,7 @@ from zoft.objectives.generation import GenerationObjective, greedy_generate, sto
 from zoft.objectives.metric import MetricObjective
 from zoft.run import run
 from zoft.tasks import get_task
-from zoft.tasks.base import Example
+from zoft.examples import Example
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from zoft.objectives.candidates import CandidateObjective
 from zoft.prompting import encode_example, render_demos
 from zoft.run import run
 from zoft.tasks import get_task
-from zoft.tasks.base import Example
+from zoft.examples import Example
 from zoft.tasks.sampling import demo_sets
 
 

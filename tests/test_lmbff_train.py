@@ -204,10 +204,10 @@ def test_linear_probe_on_the_mask_state_fits_the_label_word_rows(kshot_root, tmp
     # same training loss the run reports.
     from zoft.objectives.build import build_objective
     from zoft.tasks import get_task
-    from zoft.tasks.data import load_lmbff_data
+    from zoft.tasks.data import load_task_data
 
     spec = get_task("sst-2-kshot")
-    data = load_lmbff_data(spec, cfg.task)
+    data = load_task_data(spec, cfg.task)
     objective = build_objective(cfg, spec, loaded, data)
     feats, targets = objective.probe_data(loaded.model, objective.prepare(data.train, train=True))
     assert feats.shape == (16, loaded.model.config.hidden_size)

@@ -17,7 +17,7 @@ from zoft.objectives.causal import collate, scores_from_logprobs, option_logprob
 from zoft.prompting import encode_example
 from zoft.run import run
 from zoft.tasks import get_task
-from zoft.tasks.base import Example
+from zoft.examples import Example
 from zoft.tasks.data import load_task_data, read_split
 from zoft.tasks.readers import DataFileError
 

@@ -11,7 +11,7 @@ from zoft.models.loader import load_model
 from zoft.objectives.causal import candidate_scores, classification_loss, collate
 from zoft.prompting import encode_example
 from zoft.tasks import get_task
-from zoft.tasks.base import Example
+from zoft.examples import Example
 from zoft.tasks.data import load_task_data
 from zoft.tasks.readers import DataFileError
 from zoft.tasks.sampling import sample_subset

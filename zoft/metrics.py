@@ -1,8 +1,14 @@
-"""Task metrics of the OPT protocol (the original's large_models/metrics.py): accuracy, and SQuAD-style F1 / exact match
-(used for SQuAD and DROP alike; DROP is NOT scored with its official numeric F1)."""
+"""Every task metric, in one place.
+
+* OPT tasks (the original's large_models/metrics.py): accuracy, and SQuAD-style F1 / exact match
+  (used for SQuAD and DROP alike; DROP is NOT scored with its official numeric F1).
+* LM-BFF tasks (the original's medium_models/src/metrics.py, i.e. GLUE's): accuracy, binary F1
+  of class 1 (MRPC/QQP) and Matthews correlation (CoLA), chosen by name.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -46,8 +52,40 @@ def f1_score(prediction: str, golds: Sequence[str]) -> float:
     return max(_f1(prediction, g) for g in golds)
 
 
-def accuracy(predictions: Sequence[int], golds: Sequence[Sequence[int]]) -> float:
-    """Share of predictions that are one of their gold indices."""
+def accuracy(predictions: Sequence[int], golds: Sequence[int | Sequence[int]]) -> float:
+    """Share of predictions equal to their gold index (or one of their gold indices, ReCoRD)."""
     if not predictions:
         return 0.0
-    return sum(p in g for p, g in zip(predictions, golds)) / len(predictions)
+    hits = sum((p in g) if isinstance(g, (tuple, list)) else (p == g) for p, g in zip(predictions, golds))
+    return hits / len(predictions)
+
+
+def _confusion(preds: Sequence[int], golds: Sequence[int]) -> tuple[int, int, int, int]:
+    """(tp, tn, fp, fn) with class 1 as the positive class."""
+    tp = sum(p == 1 and g == 1 for p, g in zip(preds, golds))
+    tn = sum(p != 1 and g != 1 for p, g in zip(preds, golds))
+    fp = sum(p == 1 and g != 1 for p, g in zip(preds, golds))
+    fn = sum(p != 1 and g == 1 for p, g in zip(preds, golds))
+    return tp, tn, fp, fn
+
+
+def binary_f1(preds: Sequence[int], golds: Sequence[int]) -> float:
+    """F1 of class 1; 0 when there is no true positive (sklearn's convention)."""
+    tp, _, fp, fn = _confusion(preds, golds)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def mcc(preds: Sequence[int], golds: Sequence[int]) -> float:
+    """Matthews correlation of a binary task; 0 when a marginal is empty (sklearn's convention)."""
+    tp, tn, fp, fn = _confusion(preds, golds)
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denom if denom else 0.0
+
+
+# The classification metrics by the names the LM-BFF task records use.
+CLASSIFICATION_METRICS = {"accuracy": accuracy, "f1": binary_f1, "mcc": mcc}
+
+
+def classification_metrics(names: Sequence[str], preds: Sequence[int], golds: Sequence[int]) -> dict[str, float]:
+    """``{name: value}`` for each metric name (accuracy | f1 | mcc)."""
+    return {name: CLASSIFICATION_METRICS[name](preds, golds) for name in names}

@@ -14,7 +14,8 @@ from typing import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from zoft.tasks.base import Example, TaskSpec
+from zoft.examples import Example
+from zoft.tasks.base import TaskSpec
 
 log = logging.getLogger(__name__)
 DEMO_SEPARATOR = "\n\n"

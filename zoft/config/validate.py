@@ -101,7 +101,7 @@ def _check_model_and_task(problems: list[str], cfg: DictConfig):
     if spec.family == "masked":
         from zoft.lmbff.settings import check_masked_config
 
-        problems.extend(check_masked_config(cfg))
+        problems.extend(check_masked_config(cfg, spec.lmbff))
     return spec
 
 

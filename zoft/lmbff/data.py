@@ -12,9 +12,10 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
+from zoft.examples import Example, TaskData
 from zoft.lmbff.catalog import LmBffTask
 from zoft.lmbff.formats import LmBffDataError, read_split
-from zoft.tasks.base import Example
+from zoft.lmbff.settings import prompt_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,12 @@ def load_kshot_splits(task: LmBffTask, data_dir: Optional[str], k: int, seed: in
     log.info("task %s (k=%d, seed=%d): %d train, %d dev, %d test examples from %s", task.name, k, seed,
              len(splits["train"]), len(splits["dev"]), len(splits["test"]), folder)
     return splits, sources
+
+
+def load_kshot_task(spec, cfg) -> TaskData:
+    """The loader of an LM-BFF task record (``spec.lmbff``): the k-shot split (``task.k``, data
+    seed ``task.sample_seed``) as written by ``zoft kshot``; nothing is sampled."""
+    task = spec.lmbff
+    words = prompt_settings(task, cfg).label_words
+    splits, sources = load_kshot_splits(task, cfg.data_dir, cfg.k, cfg.sample_seed, words)
+    return TaskData(train=splits["train"], dev=splits["dev"], test=splits["test"], sources=sources)

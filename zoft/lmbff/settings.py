@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from zoft.lmbff.catalog import LMBFF_TASKS, LmBffTask
+from zoft.lmbff.catalog import LmBffTask
 from zoft.lmbff.template import TemplateError, parse_template
 from zoft.optim.registry import is_zeroth_order_name, zeroth_order_names
 
@@ -44,10 +44,9 @@ def natural_objective(model_kind: str) -> str:
     return "cls-head" if model_kind == "seq-cls" else "mlm-prompt"
 
 
-def check_masked_config(cfg: Any) -> list[str]:
-    """Problems with a masked-family run config (empty when fine)."""
+def check_masked_config(cfg: Any, task: Optional[LmBffTask]) -> list[str]:
+    """Problems with a masked-family run config for the LM-BFF task ``task`` (empty when fine)."""
     t = cfg.task
-    task = LMBFF_TASKS.get(t.name)
     if task is None:
         return []
     problems: list[str] = []

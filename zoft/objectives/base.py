@@ -12,7 +12,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from zoft.tasks.base import Example
+from zoft.examples import Example
 
 
 @dataclass

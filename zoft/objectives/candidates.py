@@ -20,7 +20,8 @@ from zoft.objectives.causal import (
     scores_from_logprobs,
 )
 from zoft.prompting import EncodedExample, encode_example
-from zoft.tasks.base import Example, TaskSpec
+from zoft.examples import Example
+from zoft.tasks.base import TaskSpec
 
 
 @dataclass

@@ -19,7 +19,8 @@ from zoft.objectives.base import EvalResult
 from zoft.objectives.candidates import batches, demos_for
 from zoft.objectives.causal import collate, lm_loss
 from zoft.prompting import EncodedExample, encode_example
-from zoft.tasks.base import Example, TaskSpec
+from zoft.examples import Example
+from zoft.tasks.base import TaskSpec
 
 
 @dataclass

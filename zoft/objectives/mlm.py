@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from zoft.lmbff import metrics as M
+from zoft.lmbff.settings import MASKED_OBJECTIVES, natural_objective, prompt_settings
 from zoft.lmbff.template import EncodedPrompt, PromptEncoder, encode_plain
+from zoft.metrics import classification_metrics
 from zoft.objectives.base import EvalResult
-from zoft.tasks.base import Example
+from zoft.examples import Example
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class LabelScorer:
             progress.update(len(chunk))
         progress.close()
         model.train(was_training)
-        metrics = {"loss": total_loss / max(len(items), 1), **M.compute(self.report, preds, golds)}
+        metrics = {"loss": total_loss / max(len(items), 1), **classification_metrics(self.report, preds, golds)}
         return EvalResult(metrics=metrics, predictions=predictions)
 
 
@@ -226,11 +227,9 @@ class MetricObjective:
 
 
 def build_masked_objective(cfg, spec, loaded):
-    """The objective ``task.objective`` names (default: mlm-prompt, or cls-head for seq-cls)."""
-    from zoft.lmbff.catalog import LMBFF_TASKS
-    from zoft.lmbff.settings import MASKED_OBJECTIVES, natural_objective, prompt_settings
-
-    task = LMBFF_TASKS[spec.name]
+    """The objective ``task.objective`` names (default: mlm-prompt, or cls-head for seq-cls),
+    for the LM-BFF task record ``spec`` (its prompt is ``spec.lmbff``)."""
+    task = spec.lmbff
     settings = prompt_settings(task, cfg.task)
     name = cfg.task.objective or natural_objective(loaded.kind)
     if name not in MASKED_OBJECTIVES or loaded.kind not in MASKED_OBJECTIVES[name]:

@@ -7,68 +7,17 @@ about a task lives anywhere else.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
+
+from zoft.examples import Example, TaskData
+from zoft.lmbff.catalog import LmBffTask
+from zoft.tasks.data import load_opt_protocol
 
 # "classification": fixed candidate words; "multiple-choice": per-example candidate strings;
 # "generation": free-form answer scored by F1/EM.
 TASK_KINDS = ("classification", "multiple-choice", "generation")
 
-
-@dataclass(frozen=True)
-class Example:
-    """One evaluation unit.
-
-    ``candidates`` are the strings a model chooses between (empty for generation); ``gold`` is
-    the index of the correct candidate, or a tuple of indices when several are correct (ReCoRD);
-    ``answers`` are the gold strings of generation tasks.
-    """
-
-    fields: Mapping[str, Any]
-    candidates: tuple[str, ...] = ()
-    gold: int | tuple[int, ...] = 0
-    answers: tuple[str, ...] = ()
-    uid: Optional[str] = None
-
-    @property
-    def gold_indices(self) -> tuple[int, ...]:
-        return self.gold if isinstance(self.gold, tuple) else (self.gold,)
-
-
-
-def label_index(value: Any, names: Sequence[str] = (), count: Optional[int] = None) -> int:
-    """A class label as an index in ``0..count-1`` (``count`` defaults to ``len(names)``, else 2).
-
-    Ints and bools are taken as they are; strings by ``names`` ("entailment"), or as
-    "true"/"false" or digits (tsv files hold every label as text). Anything else, or an index
-    outside the label set (SST-2 label 7), is a ValueError naming the value and the valid labels.
-    """
-    count = count or len(names) or 2
-    index: Optional[int] = None
-    if isinstance(value, bool):
-        index = int(value)
-    elif isinstance(value, numbers.Integral):  # also numpy ints from a datasets row
-        index = int(value)
-    elif isinstance(value, float) and value.is_integer():  # 1.0 from a pandas-written file
-        index = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text in names:
-            index = list(names).index(text)
-        elif text.lower() in ("true", "false"):
-            index = int(text.lower() == "true")
-        elif text.lstrip("-").isdigit():
-            index = int(text)
-    if index is None or not 0 <= index < count:
-        raise ValueError(f"label {value!r} is not one of the valid labels {valid_labels(names, count)}")
-    return index
-
-
-def valid_labels(names: Sequence[str], count: int) -> str:
-    """The labels :func:`label_index` accepts, as a user would type them."""
-    numbers = ", ".join(str(i) for i in range(count))
-    return f"{', '.join(names)} (or {numbers})" if names else numbers
 
 @dataclass(frozen=True)
 class Template:
@@ -103,14 +52,24 @@ class DataSource:
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """One task, the one record every consumer reads.
+
+    ``loader(spec, task_cfg) -> TaskData`` turns raw data into the sampled splits: the OPT
+    protocol from ``source`` (the default), or an LM-BFF k-shot split. ``template`` renders an
+    example as text; LM-BFF tasks also carry ``lmbff``, their prompt as data (template string,
+    label words, sentence limits, file layout), which their objective encodes.
+    """
+
     name: str
     kind: str
     metric: str
-    source: DataSource
+    source: Optional[DataSource]
     template: Template
     family: str = "causal"  # causal (OPT protocol) | masked (LM-BFF protocol)
     default_num_dev: int = 500
     description: str = ""
+    loader: Callable[["TaskSpec", Any], TaskData] = load_opt_protocol
+    lmbff: Optional[LmBffTask] = None
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from zoft.config.schema import TaskConfig
-from zoft.tasks.base import Example, TaskSpec
+from zoft.examples import Example, TaskData
 from zoft.tasks.readers import DataFileError, read_hub_split, read_local_split
 from zoft.tasks.sampling import sample_subset, split_train_dev
 
+if TYPE_CHECKING:  # annotations only: the loaders sit below the task records and the config
+    from zoft.config.schema import TaskConfig
+    from zoft.tasks.base import TaskSpec
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskData:
-    train: list[Example]
-    dev: list[Example]
-    test: list[Example]
-    # Where each split came from (file path or hub id), recorded in results.json.
-    sources: dict[str, str]
-    # The whole train split: in-context demonstrations are sampled from it (as the original's large_models/run.py).
-    pool: list[Example] = field(default_factory=list)
 
 
 def read_split(spec: TaskSpec, split: str, data_dir: str | None) -> tuple[str, list[Example]]:
@@ -95,11 +86,13 @@ def _json_kind(value: Any) -> str:
 
 
 def load_task_data(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
-    """Apply the OPT protocol: train+dev sampled together from the train split, test sampled
-    from the validation split, all with ``cfg.sample_seed``. Masked-LM (LM-BFF) tasks read their
-    k-shot files instead (:func:`load_lmbff_data`)."""
-    if spec.family == "masked":
-        return load_lmbff_data(spec, cfg)
+    """The task's splits, by the task's own loader (``spec.loader``)."""
+    return spec.loader(spec, cfg)
+
+
+def load_opt_protocol(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
+    """The OPT protocol (the original's large_models/tasks.py): train+dev sampled together from
+    the train split, test sampled from the validation split, all with ``cfg.sample_seed``."""
     train_origin, train_pool = read_split(spec, "train", cfg.data_dir)
     test_origin, test_pool = read_split(spec, "test", cfg.data_dir)
     train, dev = split_train_dev(train_pool, cfg.sample_seed, cfg.num_train, cfg.num_dev)
@@ -110,16 +103,3 @@ def load_task_data(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
     log.info("task %s: %d train, %d dev, %d test examples", spec.name, len(train), len(dev), len(test))
     return TaskData(train=train, dev=dev, test=test, sources={"train": train_origin, "test": test_origin},
                     pool=train_pool)
-
-
-def load_lmbff_data(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
-    """The LM-BFF protocol: the k-shot split (``task.k``, data seed ``task.sample_seed``) as
-    written by ``zoft kshot``; nothing is sampled."""
-    from zoft.lmbff.catalog import LMBFF_TASKS
-    from zoft.lmbff.data import load_kshot_splits
-    from zoft.lmbff.settings import prompt_settings
-
-    task = LMBFF_TASKS[spec.name]
-    words = prompt_settings(task, cfg).label_words
-    splits, sources = load_kshot_splits(task, cfg.data_dir, cfg.k, cfg.sample_seed, words)
-    return TaskData(train=splits["train"], dev=splits["dev"], test=splits["test"], sources=sources)

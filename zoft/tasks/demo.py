@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, label_index, register_task
+from zoft.examples import Example, label_index
+from zoft.tasks.base import DataSource, TaskSpec, register_task
 from zoft.tasks.opt_tasks import SST2
 
 POSITIVE = ("wonderful", "excellent", "fantastic", "lovely", "brilliant", "superb", "delightful", "charming")

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
 
+from zoft.examples import Example
 from zoft.lmbff.catalog import LMBFF_TASKS, LmBffTask
-from zoft.tasks.base import DataSource, Example, TaskSpec, Template, register_task
+from zoft.lmbff.data import load_kshot_task
+from zoft.lmbff.template import parse_template, sentence_text
+from zoft.tasks.base import TaskSpec, Template, register_task
 
 
 def _render(template: str, ex: Example, word: str | None) -> str:
     """A readable rendering of the prompt (for logs; the objective renders token ids)."""
-    from zoft.lmbff.template import parse_template, sentence_text
 
     out = []
     for part in parse_template(template):
@@ -26,23 +27,19 @@ def _render(template: str, ex: Example, word: str | None) -> str:
     return "".join(out)
 
 
-def _no_records(record: Mapping[str, Any]) -> list[Example]:
-    raise ValueError("k-shot tasks are read by zoft.lmbff.data, not record by record")
-
-
 def _spec(task: LmBffTask) -> TaskSpec:
     return TaskSpec(
         name=task.name,
         kind="classification",
         metric=task.metric,
         family="masked",
-        source=DataSource(hub_id=None, hub_config=None, hub_splits={},
-                          local_files={"train": task.train_names, "dev": task.dev_names, "test": task.test_names},
-                          read_record=_no_records),
+        source=None,  # the k-shot files written by `zoft kshot`, read by the loader
         template=Template(encode=lambda ex, t=task.template: _render(t, ex, None),
                           verbalize=lambda ex, w, t=task.template: _render(t, ex, " " + w)),
         default_num_dev=0,
         description=f"{task.description}; `{task.template}` + {'/'.join(task.label_words)}",
+        loader=load_kshot_task,
+        lmbff=task,
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, Template, label_index, register_task
+from zoft.examples import Example, label_index
+from zoft.tasks.base import DataSource, TaskSpec, Template, register_task
 
 GLUE_TRAIN = ("train.tsv", "train_full.tsv", "train.jsonl")
 GLUE_TEST = ("dev.tsv", "validation.jsonl", "val.jsonl", "dev.jsonl")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, Template, register_task
+from zoft.examples import Example
+from zoft.tasks.base import DataSource, TaskSpec, Template, register_task
 
 HUB_SPLITS = {"train": "train", "test": "validation"}
 

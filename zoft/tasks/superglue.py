@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-from zoft.tasks.base import DataSource, Example, TaskSpec, Template, label_index, register_task
+from zoft.examples import Example, label_index
+from zoft.tasks.base import DataSource, TaskSpec, Template, register_task
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zoft.lmbff.metrics import accuracy, compute, f1, mcc
+from zoft.metrics import accuracy, binary_f1 as f1, classification_metrics as compute, mcc
 
 PREDS = [1, 1, 0, 0, 1, 0, 1, 0]
 GOLDS = [1, 0, 0, 1, 1, 0, 1, 1]
