@@ -151,7 +151,8 @@ def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot
     """The composed config settles its protocol, validates, and builds model, method, objective
     and optimizer (what a run does before its first step)."""
     from zoft.config.protocol import settle
-    from zoft.methods.registry import EVAL_ONLY, apply_method
+    from zoft.config.choices import EVAL_ONLY
+    from zoft.methods.registry import apply_method
     from zoft.models.loader import load_model
     from zoft.objectives.build import build_objective
     from zoft.optim.build import build_optimizer

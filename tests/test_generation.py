@@ -135,7 +135,7 @@ def test_metric_objective_is_minus_f1(tiny):
     expected = -(f1_score(answers[0], ["3"]) + f1_score(answers[1], ["cast"])) / 2
     assert obj.loss(tiny.model, items).item() == pytest.approx(expected)
     ev = obj.evaluate(tiny.model, items, batch_size=2)
-    assert ev.metrics["loss"] == pytest.approx(-ev.metrics["f1"]) and "lm_loss" in ev.metrics
+    assert ev.metrics["loss"] == pytest.approx(-ev.metrics["f1"]) and "ce_loss" in ev.metrics
 
 
 # --- end-to-end ---------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def test_linear_probe_on_the_mask_state_fits_the_label_word_rows(kshot_root, tmp
     spec = get_task("sst-2-kshot")
     data = load_task_data(spec, cfg.task)
     objective = build_objective(cfg, spec, loaded, data)
-    feats, targets = objective.probe_data(loaded.model, objective.prepare(data.train, train=True))
+    feats, targets = objective.features(loaded.model, objective.prepare(data.train, train=True))
     assert feats.shape == (16, loaded.model.config.hidden_size)
     assert sorted(set(targets.tolist())) == sorted(word_ids)
     clf = fit_logistic(feats.numpy(), targets.numpy(), True, False, 0)

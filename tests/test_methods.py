@@ -9,7 +9,7 @@ import torch
 from methods_helpers import FAMILIES, LABEL_IDS, adapted, batch, changed, label_loss, snapshot, tiny
 from zoft.config.schema import MethodConfig, ModelConfig
 from zoft.methods import apply_method
-from zoft.methods.common import MethodError
+from zoft.errors import MethodError
 from zoft.methods.io import load_adapted, save_adapted
 from zoft.models.loader import load_model
 from zoft.models.tiny import VOCAB_SIZE, build_tiny_tokenizer

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from conftest import FAST, TINY64, compose_config
 from methods_helpers import LABEL_IDS, MASK_POS, batch, tiny
 from zoft.config.validate import ConfigError, validate
-from zoft.methods.linear_probe import fit_logistic, linear_probe, masked_features, write_back
+from zoft.methods.linear_probe import fit_logistic, linear_probe, write_back
+from zoft.models.heads import masked_features
 from zoft.run import run
 
 
@@ -94,7 +95,6 @@ def test_lp_then_must_match_the_optimizer():
 @pytest.mark.parametrize("family", ["opt", "llama"])
 def test_causal_features_are_the_final_hidden_state_before_each_option_token(family):
     from zoft.config.schema import TaskConfig
-    from zoft.methods.linear_probe import causal_option_features
     from zoft.models.tiny import build_tiny_tokenizer
     from zoft.objectives.candidates import CandidateObjective
     from zoft.tasks.base import get_task
@@ -107,7 +107,7 @@ def test_causal_features_are_the_final_hidden_state_before_each_option_token(fam
                                    train_as_classification=True, show_progress=False)
     items = objective.prepare(data.train, train=True)
     model = tiny(family)
-    feats, targets = causal_option_features(model, items, tok.pad_token_id, torch.device("cpu"))
+    feats, targets = objective.features(model, items)
     refs, gold_ids = [], []
     for it in items:  # one example at a time, no padding: the state before each gold option token
         enc = it.train_enc

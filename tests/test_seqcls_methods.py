@@ -17,8 +17,9 @@ from zoft.config.schema import MethodConfig, TinyArchConfig
 from zoft.lmbff.catalog import LMBFF_TASKS
 from zoft.lmbff.kshot import generate_kshot
 from zoft.methods import apply_method
-from zoft.methods.common import MethodError
-from zoft.methods.seqcls import classifier_linear, head_prefix, is_seq_cls
+from zoft.errors import MethodError
+from zoft.methods.seqcls import head_prefix
+from zoft.models.heads import classifier_linear, is_seq_cls
 from zoft.models.tiny import BOS, EOS, VOCAB_SIZE, build_tiny_model
 from zoft.run import run
 
@@ -131,7 +132,7 @@ def _pooled(model, ids, mask):
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_head_input_features_are_the_pooled_first_token(family):
-    from zoft.methods.linear_probe import head_input_features
+    from zoft.models.heads import head_input_features
 
     model = classifier(family)
     ids, mask, _ = rows()
@@ -142,7 +143,8 @@ def test_head_input_features_are_the_pooled_first_token(family):
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_a_three_class_probe_is_written_into_the_head(family):
     """Multi-class: one row per class; the model's softmax then equals sklearn's probabilities."""
-    from zoft.methods.linear_probe import head_input_features, linear_probe
+    from zoft.methods.linear_probe import linear_probe
+    from zoft.models.heads import head_input_features
 
     model = classifier(family, num_labels=3)
     ids, mask, _ = rows(n=45, seed=2)

@@ -6,6 +6,10 @@ class ZoftUserError(Exception):
     """Bad input: the message names the bad value and what would be valid."""
 
 
+class MethodError(ZoftUserError, ValueError):
+    """A method cannot be applied to this model (wrong family, missing modules, bad option)."""
+
+
 class DivergenceError(RuntimeError):
     """Training produced a non-finite loss or an implausible projected gradient."""
 

@@ -29,7 +29,8 @@ from omegaconf import DictConfig
 
 from zoft import distributed
 from zoft.methods.io import save_adapted
-from zoft.methods.registry import CLOSED_FORM_FITS, EVAL_ONLY, Named, apply_method
+from zoft.config.choices import EVAL_ONLY
+from zoft.methods.registry import CLOSED_FORM_FITS, Named, apply_method
 from zoft.models.loader import LoadedModel, check_model_available, load_model, resolve_device
 from zoft.objectives.base import EvalResult
 from zoft.objectives.build import build_objective

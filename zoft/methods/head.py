@@ -17,9 +17,12 @@ import functools
 import torch
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import MethodError, Named, freeze_all, head_of, trainable, untie_head
+from zoft.errors import MethodError
+from zoft.methods.common import Named, freeze_all, trainable, untie_head
+from zoft.models.heads import head_of
 from zoft.methods.registry import register_method
-from zoft.methods.seqcls import classification_head, is_seq_cls, unfreeze_head
+from zoft.methods.seqcls import unfreeze_head
+from zoft.models.heads import classification_head, is_seq_cls
 
 
 def run_body_without_graph(model: torch.nn.Module, head: torch.nn.Module | None = None) -> None:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import MethodError
+from zoft.errors import MethodError
 from zoft.methods.registry import ADAPTER_METHODS, apply_method
 
 ADAPTER_FILE = "adapter.safetensors"

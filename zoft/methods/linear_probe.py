@@ -22,96 +22,18 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import MethodError, Named, freeze_all, head_of, trainable, untie_head
+from zoft.errors import MethodError
+from zoft.methods.common import Named, freeze_all, trainable, untie_head
 from zoft.methods.registry import CLOSED_FORM_FITS, ClosedFormFit, register_method
-from zoft.methods.seqcls import classifier_linear, is_seq_cls
+from zoft.models.heads import is_seq_cls, probed_layer
 
 log = logging.getLogger(__name__)
-
-
-def probed_layer(model: torch.nn.Module) -> torch.nn.Linear:
-    """The Linear whose rows the probe overwrites: the vocabulary projection, or for a sequence
-    classifier the last Linear of its task head."""
-    return classifier_linear(model) if is_seq_cls(model) else head_of(model)
-
-
-class _HeadInput:
-    """Context manager that records the input of the probed Linear (see :func:`probed_layer`)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.head = probed_layer(model)
-        self.captured: list[torch.Tensor] = []
-
-    def __enter__(self) -> "_HeadInput":
-        self.handle = self.head.register_forward_pre_hook(
-            lambda module, args: self.captured.append(args[0].detach().float()))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()  # one hook per fit, removed afterwards (the original leaked one per batch)
-
-
-@torch.inference_mode()
-def masked_features(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    mask_positions: torch.Tensor) -> torch.Tensor:
-    """Head inputs at one position per row (the mask token of a prompt): (rows, hidden)."""
-    with _HeadInput(model) as rec:
-        model(input_ids=input_ids, attention_mask=attention_mask)
-    states = rec.captured[-1]  # (rows, T, hidden)
-    return states[torch.arange(states.shape[0], device=states.device), mask_positions]
-
-
-@torch.inference_mode()
-def head_input_features(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    """The probed Linear's input for one batch of a sequence classifier: (rows, hidden)."""
-    with _HeadInput(model) as rec:
-        model(**inputs)
-    states = rec.captured[-1]
-    # Every transformers classifier head reads one vector per row; guard against a layout change.
-    if states.dim() != 2:
-        raise MethodError(f"the classification head of {type(model).__name__} reads a {tuple(states.shape)} "
-                          "tensor; linear probing expects one feature vector per example")
-    return states
-
-
-@torch.inference_mode()
-def causal_option_features(model: torch.nn.Module, items: Sequence[Any], pad_id: int, device,
-                           batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head inputs at the positions that predict each gold option token, and those token ids.
-
-    ``items`` are prepared examples of the candidate objective (``.train_enc``).
-    """
-    from zoft.objectives.causal import collate, option_logprobs
-
-    feats, targets = [], []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        batch = collate([it.train_enc for it in chunk], pad_id, only_gold=True).to(device)
-        with _HeadInput(model) as rec:
-            option_logprobs(model, batch)
-        k = batch.option_mask.shape[1]
-        states = rec.captured[-1][:, -(k + 1):-1]  # (rows, K, hidden): positions predicting the last K tokens
-        feats.append(states[batch.option_mask].cpu())
-        targets.append(batch.input_ids[:, -k:][batch.option_mask].cpu())
-    return torch.cat(feats), torch.cat(targets)
-
-
-def probe_data(model: torch.nn.Module, objective: Any, items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, target token ids) for the objective's training items."""
-    if hasattr(objective, "probe_data"):  # objectives may provide their own (e.g. masked LM prompts)
-        return objective.probe_data(model, items)
-    if items and hasattr(items[0], "train_enc"):
-        return causal_option_features(model, items, objective.tokenizer.pad_token_id, objective.device)
-    raise MethodError(
-        f"method.name=linear-probe cannot extract features for objective {type(objective).__name__}; "
-        "it needs the candidate objective (causal LMs) or an objective with probe_data()"
-    )
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, fit_intercept: bool, early_stopping: bool,
@@ -169,7 +91,7 @@ def pre_training_fit(loaded, objective, train_items, cfg: MethodConfig) -> dict[
     """The run's hook: extract features, fit, write back; returns the fit's report."""
     was_training = loaded.model.training
     loaded.model.eval()
-    features, targets = probe_data(loaded.model, objective, train_items)
+    features, targets = objective.features(loaded.model, train_items)  # the objective knows its head
     out = linear_probe(loaded.model, features, targets, early_stopping=cfg.lp_early_stopping)
     loaded.model.train(was_training)
     log.info("linear probe: %d samples, classes %s, train loss %.4f", out["num_samples"], out["classes"], out["train_loss"])

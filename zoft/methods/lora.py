@@ -18,9 +18,11 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import MethodError, Named, freeze_all, trainable
+from zoft.errors import MethodError
+from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
-from zoft.methods.seqcls import is_seq_cls, unfreeze_head
+from zoft.methods.seqcls import unfreeze_head
+from zoft.models.heads import is_seq_cls
 
 # Attention projections that LoRA adapts, per model family.
 LORA_TARGETS = {

@@ -25,9 +25,11 @@ import torch
 from transformers import DynamicCache
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import MethodError, Named, freeze_all, trainable
+from zoft.errors import MethodError
+from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
-from zoft.methods.seqcls import is_seq_cls, unfreeze_head
+from zoft.methods.seqcls import unfreeze_head
+from zoft.models.heads import is_seq_cls
 
 # BERT numbers positions 0, 1, ... like the causal families (right padding), so it shares theirs.
 PREFIX_FAMILIES = ("opt", "llama", "roberta", "bert")

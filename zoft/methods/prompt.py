@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from zoft.config.schema import MethodConfig
-from zoft.methods.common import MethodError, Named, freeze_all, trainable
+from zoft.errors import MethodError
+from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 
 ATTR = "soft_prompt"  # trainable name: soft_prompt

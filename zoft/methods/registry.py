@@ -9,10 +9,10 @@ from typing import Callable
 import torch
 
 from zoft.config.schema import MethodConfig
+from zoft.errors import MethodError
 
 Named = list[tuple[str, torch.nn.Parameter]]
 METHODS: dict[str, Callable[[torch.nn.Module, MethodConfig, str], Named]] = {}
-from zoft.config.choices import EVAL_ONLY  # noqa: E402,F401 - methods that only evaluate
 # Model families a method supports (absent: every family); checked by zoft.config.validate.
 METHOD_FAMILIES: dict[str, tuple[str, ...]] = {}
 # Methods that add new tensors (adapters): ``save_model`` writes those tensors next to a record
@@ -73,7 +73,6 @@ def apply_method(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Name
         raise ValueError(f"method.name={cfg.name!r} is not valid; choose one of {', '.join(sorted(METHODS))}")
     families = METHOD_FAMILIES.get(cfg.name)
     if families is not None and family not in families:
-        from zoft.methods.common import MethodError
 
         raise MethodError(
             f"method.name={cfg.name!r} does not support model.family={family!r}; "

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from zoft.objectives.base import EvalResult
+from zoft.models.heads import HeadInput
+from zoft.objectives.base import BatchEval, Objective, batches
 from zoft.objectives.causal import (
     CandidateBatch,
     classification_loss,
@@ -32,16 +32,11 @@ class PreparedExample:
     calib_enc: Optional[EncodedExample] = None  # SFC calibration prompts (method.sfc / icl_sfc)
 
 
-def batches(items: Sequence, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def demos_for(demos: Optional[Sequence[Sequence[Example]]], i: int) -> Sequence[Example]:
     return demos[i] if demos is not None else ()
 
 
-class CandidateObjective:
+class CandidateObjective(Objective):
     """Classification/multiple choice on a causal LM.
 
     Training loss: cross-entropy over candidates (``train_as_classification``) or teacher-forced
@@ -126,27 +121,36 @@ class CandidateObjective:
         return sum(p in it.example.gold_indices for p, it in zip(preds, batch)) / max(len(batch), 1)
 
     @torch.inference_mode()
-    def evaluate(self, model: torch.nn.Module, items: Sequence[PreparedExample], batch_size: int, desc: str = "eval") -> EvalResult:
-        was_training = model.training
-        model.eval()
-        total_loss, correct, predictions = 0.0, 0, []
-        progress = tqdm(total=len(items), desc=desc, leave=False, disable=not self.show_progress)
+    def features(self, model: torch.nn.Module, items: Sequence[PreparedExample],
+                 batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear probing's data: the vocabulary projection's input at each position that
+        predicts a token of the gold option, (N, hidden), and that token's id, (N,)."""
+        feats, targets = [], []
         for chunk in batches(items, batch_size):
-            scores, loss = self._score(model, chunk)
-            total_loss += loss.item() * len(chunk)
-            preds = scores.argmax(-1).tolist()  # first maximum on ties, as the original
-            for item, pred, row in zip(chunk, preds, scores.tolist()):
-                hit = pred in item.example.gold_indices
-                correct += hit
-                predictions.append({
-                    "uid": item.example.uid,
-                    "prediction": item.example.candidates[pred],
-                    "gold": [item.example.candidates[g] for g in item.example.gold_indices],
-                    "correct": bool(hit),
-                    "scores": [round(s, 6) for s in row[: len(item.example.candidates)]],
-                })
-            progress.update(len(chunk))
-        progress.close()
-        model.train(was_training)
-        n = max(len(items), 1)
-        return EvalResult(metrics={"loss": total_loss / n, "accuracy": correct / n}, predictions=predictions)
+            batch = collate([it.train_enc for it in chunk], self.tokenizer.pad_token_id, only_gold=True).to(self.device)
+            with HeadInput(model) as rec:
+                option_logprobs(model, batch)
+            k = batch.option_mask.shape[1]
+            states = rec.captured[-1][:, -(k + 1):-1]  # (rows, K, hidden): positions predicting the last K tokens
+            feats.append(states[batch.option_mask].cpu())
+            targets.append(batch.input_ids[:, -k:][batch.option_mask].cpu())
+        return torch.cat(feats), torch.cat(targets)
+
+    def evaluate_batch(self, model: torch.nn.Module, chunk: Sequence[PreparedExample]) -> BatchEval:
+        scores, loss = self._score(model, chunk)
+        preds = scores.argmax(-1).tolist()  # first maximum on ties, as the original
+        rows, hits = [], []
+        for item, pred, row in zip(chunk, preds, scores.tolist()):
+            hit = pred in item.example.gold_indices
+            hits.append(hit)
+            rows.append({
+                "uid": item.example.uid,
+                "prediction": item.example.candidates[pred],
+                "gold": [item.example.candidates[g] for g in item.example.gold_indices],
+                "correct": bool(hit),
+                "scores": [round(s, 6) for s in row[: len(item.example.candidates)]],
+            })
+        return BatchEval(loss.item() * len(chunk), rows, hits)
+
+    def metrics(self, stats: Sequence[bool]) -> dict[str, float]:
+        return {"accuracy": sum(stats) / max(len(stats), 1)}

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from zoft.metrics import exact_match, f1_score
-from zoft.objectives.base import EvalResult
-from zoft.objectives.candidates import batches, demos_for
+from zoft.objectives.base import BatchEval, Objective
+from zoft.objectives.candidates import demos_for
 from zoft.objectives.causal import collate, lm_loss
 from zoft.prompting import EncodedExample, encode_example
 from zoft.examples import Example
@@ -84,7 +83,7 @@ def greedy_generate(
     return results
 
 
-class GenerationObjective:
+class GenerationObjective(Objective):
     """SQuAD/DROP: LM-style training loss, greedy generation + F1/EM for evaluation."""
 
     metric = "f1"
@@ -136,22 +135,16 @@ class GenerationObjective:
         answers = self.generate(model, batch)
         return sum(f1_score(a, it.example.answers) for a, it in zip(answers, batch)) / max(len(batch), 1)
 
-    @torch.inference_mode()
-    def evaluate(self, model: torch.nn.Module, items: Sequence[PreparedGeneration], batch_size: int, desc: str = "eval") -> EvalResult:
-        was_training = model.training
-        model.eval()
-        total_loss, total_f1, total_em, predictions = 0.0, 0.0, 0.0, []
-        progress = tqdm(total=len(items), desc=desc, leave=False, disable=not self.show_progress)
-        for chunk in batches(items, batch_size):
-            total_loss += self.loss(model, chunk).item() * len(chunk)
-            for item, answer in zip(chunk, self.generate(model, chunk)):
-                f1, em = f1_score(answer, item.example.answers), exact_match(answer, item.example.answers)
-                total_f1 += f1
-                total_em += em
-                predictions.append({"uid": item.example.uid, "prediction": answer,
-                                    "gold": list(item.example.answers), "f1": round(f1, 6), "em": em})
-            progress.update(len(chunk))
-        progress.close()
-        model.train(was_training)
-        n = max(len(items), 1)
-        return EvalResult(metrics={"loss": total_loss / n, "f1": total_f1 / n, "em": total_em / n}, predictions=predictions)
+    def evaluate_batch(self, model: torch.nn.Module, chunk: Sequence[PreparedGeneration]) -> BatchEval:
+        loss_sum = self.loss(model, chunk).item() * len(chunk)
+        rows, stats = [], []
+        for item, answer in zip(chunk, self.generate(model, chunk)):
+            f1, em = f1_score(answer, item.example.answers), exact_match(answer, item.example.answers)
+            stats.append((f1, em))
+            rows.append({"uid": item.example.uid, "prediction": answer,
+                         "gold": list(item.example.answers), "f1": round(f1, 6), "em": em})
+        return BatchEval(loss_sum, rows, stats)
+
+    def metrics(self, stats: Sequence[tuple[float, float]]) -> dict[str, float]:
+        n = max(len(stats), 1)
+        return {"f1": sum(f1 for f1, _ in stats) / n, "em": sum(em for _, em in stats) / n}

@@ -5,24 +5,27 @@ use it; dev "loss" is likewise −metric so checkpoint selection stays consisten
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
-from zoft.objectives.base import EvalResult
+from zoft.objectives.base import EvalResult, Objective
 
 
-class MetricObjective:
-    """Wraps a candidate or generation objective that has ``batch_metric``."""
+class MetricObjective(Objective):
+    """Trains on minus the task metric of ``inner`` (a candidate, generation or LM-BFF
+    objective); evaluation is ``inner``'s, with ``loss`` = -metric and ``inner``'s own
+    (cross-entropy) loss reported as ``ce_loss``."""
 
-    def __init__(self, inner: Any) -> None:
-        if not hasattr(inner, "batch_metric"):
-            raise TypeError(f"{type(inner).__name__} has no batch_metric; cannot train on the metric")
+    def __init__(self, inner: Objective) -> None:
         self.inner = inner
         self.metric = inner.metric
 
-    def prepare(self, examples, train: bool, demos=None) -> list:
-        return self.inner.prepare(examples, train, demos=demos)
+    def prepare(self, examples, train: bool, **kwargs) -> list:
+        return self.inner.prepare(examples, train, **kwargs)
+
+    def features(self, model: torch.nn.Module, items: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.features(model, items)
 
     def loss(self, model: torch.nn.Module, batch: Sequence) -> torch.Tensor:
         with torch.inference_mode():
@@ -31,6 +34,6 @@ class MetricObjective:
 
     def evaluate(self, model: torch.nn.Module, items: Sequence, batch_size: int, desc: str = "eval") -> EvalResult:
         result = self.inner.evaluate(model, items, batch_size, desc=desc)
-        result.metrics["lm_loss"] = result.metrics["loss"]
-        result.metrics["loss"] = -result.metrics[self.metric]
+        result.metrics["ce_loss"] = result.metrics["loss"]
+        result.metrics["loss"] = -result.metrics[self.inner.batch_metric_name]
         return result

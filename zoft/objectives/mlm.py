@@ -16,12 +16,13 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from zoft.lmbff.settings import MASKED_OBJECTIVES, natural_objective, prompt_settings
 from zoft.lmbff.template import EncodedPrompt, PromptEncoder, encode_plain
 from zoft.metrics import classification_metrics
-from zoft.objectives.base import EvalResult
+from zoft.models.heads import head_input_features, masked_features
+from zoft.objectives.base import BatchEval, Objective, batches
+from zoft.objectives.metric import MetricObjective
 from zoft.examples import Example
 
 
@@ -92,12 +93,7 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
-def batches(items: Sequence, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-class LabelScorer:
+class LabelScorer(Objective):
     """Shared part of the masked-family objectives: encode once, score classes, CE loss, and
     evaluation with the task's metrics (``metric`` first, then ``report``)."""
 
@@ -125,32 +121,33 @@ class LabelScorer:
         b = collate(batch, self.pad_id, self.device)
         return F.cross_entropy(self.class_logits(model, b), b.labels)
 
+    def evaluate_batch(self, model: torch.nn.Module, chunk: Sequence[LabelItem]) -> BatchEval:
+        b = collate(chunk, self.pad_id, self.device)
+        logits = self.class_logits(model, b)
+        rows, pairs = [], []
+        for item, row in zip(chunk, logits.tolist()):
+            pred = max(range(len(row)), key=row.__getitem__)
+            pairs.append((pred, item.label))
+            rows.append({
+                "uid": item.example.uid,
+                "prediction": self.label_words[pred],
+                "gold": [self.label_words[item.label]],
+                "correct": pred == item.label,
+                "scores": [round(s, 6) for s in row],
+            })
+        return BatchEval(F.cross_entropy(logits, b.labels, reduction="sum").item(), rows, pairs)
+
+    def metrics(self, stats: Sequence[tuple[int, int]]) -> dict[str, float]:
+        return classification_metrics(self.report, [p for p, _ in stats], [g for _, g in stats])
+
+    batch_metric_name = "accuracy"  # per batch; the split may be scored by F1 or MCC
+
     @torch.inference_mode()
-    def evaluate(self, model: torch.nn.Module, items: Sequence[LabelItem], batch_size: int, desc: str = "eval") -> EvalResult:
-        was_training = model.training
-        model.eval()
-        total_loss, preds, golds, predictions = 0.0, [], [], []
-        progress = tqdm(total=len(items), desc=desc, leave=False, disable=not self.show_progress)
-        for chunk in batches(items, batch_size):
-            b = collate(chunk, self.pad_id, self.device)
-            logits = self.class_logits(model, b)
-            total_loss += F.cross_entropy(logits, b.labels, reduction="sum").item()
-            for item, row in zip(chunk, logits.tolist()):
-                pred = max(range(len(row)), key=row.__getitem__)
-                preds.append(pred)
-                golds.append(item.label)
-                predictions.append({
-                    "uid": item.example.uid,
-                    "prediction": self.label_words[pred],
-                    "gold": [self.label_words[item.label]],
-                    "correct": pred == item.label,
-                    "scores": [round(s, 6) for s in row],
-                })
-            progress.update(len(chunk))
-        progress.close()
-        model.train(was_training)
-        metrics = {"loss": total_loss / max(len(items), 1), **classification_metrics(self.report, preds, golds)}
-        return EvalResult(metrics=metrics, predictions=predictions)
+    def batch_metric(self, model: torch.nn.Module, batch: Sequence[LabelItem]) -> float:
+        """Accuracy of the batch (the non-differentiable objective)."""
+        b = collate(batch, self.pad_id, self.device)
+        preds = self.class_logits(model, b).argmax(-1)
+        return float((preds == b.labels).float().mean())
 
 
 class MlmPromptObjective(LabelScorer):
@@ -165,11 +162,9 @@ class MlmPromptObjective(LabelScorer):
         return _upcast(mask_logits(model, batch)[:, self.label_ids])  # (B, classes)
 
     @torch.inference_mode()
-    def probe_data(self, model: torch.nn.Module, items: Sequence[LabelItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, model: torch.nn.Module, items: Sequence[LabelItem]) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear probing (the original's medium_models/src/linearhead_trainer.py): the input of the vocabulary projection at the mask,
         (N, hidden), and each example's label-word token id, (N,)."""
-        from zoft.methods.linear_probe import masked_features
-
         feats, targets = [], []
         for chunk in batches(items, 32):
             batch = collate(chunk, self.pad_id, self.device)
@@ -189,41 +184,16 @@ class ClsHeadObjective(LabelScorer):
         return logits
 
     @torch.inference_mode()
-    def probe_data(self, model: torch.nn.Module, items: Sequence[LabelItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, model: torch.nn.Module, items: Sequence[LabelItem]) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear probing of a sequence classifier: the features its head's last Linear reads
         (BERT: the pooled ``[CLS]``; RoBERTa: ``tanh(dense(<s>))``), (N, hidden), and each
         example's class index, (N,)."""
-        from zoft.methods.linear_probe import head_input_features
-
         feats, targets = [], []
         for chunk in batches(items, 32):
             batch = collate(chunk, self.pad_id, self.device)
             feats.append(head_input_features(model, _model_inputs(model, batch)).cpu())
             targets.append(batch.labels.cpu())
         return torch.cat(feats), torch.cat(targets)
-
-
-class MetricObjective:
-    """Minus the batch accuracy of ``scorer`` (non-differentiable; MeZO only). Evaluation reports
-    the same ``loss`` (= -accuracy) plus the scorer's cross-entropy as ``ce_loss``."""
-
-    def __init__(self, scorer: LabelScorer) -> None:
-        self.scorer = scorer
-        self.metric = scorer.metric
-
-    def prepare(self, examples: Sequence[Example], train: bool) -> list[LabelItem]:
-        return self.scorer.prepare(examples, train)
-
-    def loss(self, model: torch.nn.Module, batch: Sequence[LabelItem]) -> torch.Tensor:
-        b = collate(batch, self.scorer.pad_id, self.scorer.device)
-        preds = self.scorer.class_logits(model, b).argmax(-1)
-        return -(preds == b.labels).float().mean()
-
-    def evaluate(self, model: torch.nn.Module, items: Sequence[LabelItem], batch_size: int, desc: str = "eval") -> EvalResult:
-        result = self.scorer.evaluate(model, items, batch_size, desc)
-        result.metrics["ce_loss"] = result.metrics["loss"]
-        result.metrics["loss"] = -result.metrics["accuracy"]
-        return result
 
 
 def build_masked_objective(cfg, spec, loaded):
