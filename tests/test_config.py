@@ -156,7 +156,7 @@ def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot
     from zoft.models.loader import load_model
     from zoft.objectives.build import build_objective
     from zoft.optim.build import build_optimizer
-    from zoft.tasks.base import get_task
+    from zoft.tasks import get_task
     from zoft.tasks.data import load_task_data
 
     if group == "task" and option not in ("demo", "sst-2-kshot"):

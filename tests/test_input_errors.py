@@ -32,7 +32,7 @@ from zoft.optim import MeZO
 from zoft.optim.trajectory import TrajectoryError, TrajectoryWriter, check_until_step, read_trajectory
 from zoft.replay import replay_run
 from zoft.run import run
-from zoft.tasks.base import get_task
+from zoft.tasks import get_task
 from zoft.tasks.data import load_task_data
 from zoft.tasks.readers import DataFileError
 

@@ -55,7 +55,7 @@ def test_kernel_matches_the_objectives_own_logits(kshot_root, tmp_path):
     from zoft.models.loader import load_model
     from zoft.objectives.build import build_objective
     from zoft.objectives.mlm import collate
-    from zoft.tasks.base import get_task
+    from zoft.tasks import get_task
     from zoft.tasks.data import load_task_data
 
     spec = get_task(cfg.task.name)

@@ -97,7 +97,7 @@ def test_causal_features_are_the_final_hidden_state_before_each_option_token(fam
     from zoft.config.schema import TaskConfig
     from zoft.models.tiny import build_tiny_tokenizer
     from zoft.objectives.candidates import CandidateObjective
-    from zoft.tasks.base import get_task
+    from zoft.tasks import get_task
     from zoft.tasks.data import load_task_data
 
     spec = get_task("demo")

@@ -27,11 +27,11 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from zoft.config.choices import BACKENDS, MIXED_PRECISION, STRATEGIES  # noqa: F401 - re-exported vocabulary
 from zoft.errors import ZoftUserError
 
 log = logging.getLogger(__name__)
 
-from zoft.config.choices import BACKENDS, MIXED_PRECISION, STRATEGIES  # noqa: E402,F401 - one vocabulary
 
 Named = list[tuple[str, torch.nn.Parameter]]
 

@@ -109,12 +109,15 @@ def encode_example(
         lens = [option_len(v) for v in verbalised_all]
         budget = max_length
         gold = ex.gold_indices
-    keep_bos = tokenizer.bos_token_id is not None
-    encoded = []
-    for text in texts:
-        ids = tokenizer.encode(text)
-        if len(ids) > budget:
-            _warn_truncation(len(ids), budget, spec.name)
-            ids = _truncate(ids, budget, keep_bos and ids[0] == tokenizer.bos_token_id)
-        encoded.append(tuple(ids))
-    return EncodedExample(input_ids=tuple(encoded), option_lens=tuple(lens), gold=gold)
+    encoded = tuple(_tokenize_within(tokenizer, text, budget, spec.name) for text in texts)
+    return EncodedExample(input_ids=encoded, option_lens=tuple(lens), gold=gold)
+
+
+def _tokenize_within(tokenizer: PreTrainedTokenizerBase, text: str, budget: int, task: str) -> tuple[int, ...]:
+    """Token ids of ``text``, cut to ``budget`` tokens from the left (BOS kept) with a warning."""
+    ids = tokenizer.encode(text)
+    if len(ids) > budget:
+        _warn_truncation(len(ids), budget, task)
+        keep_bos = tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
+        ids = _truncate(ids, budget, keep_bos)
+    return tuple(ids)

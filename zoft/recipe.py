@@ -38,8 +38,9 @@ from zoft.optim.build import build_optimizer, build_scheduler, is_zeroth_order
 from zoft.optim.trajectory import TrajectoryWriter
 from zoft.outputs import write_jsonl
 from zoft.results import ResultsFile, RunResults
-from zoft.tasks.base import TaskSpec, get_task
-from zoft.tasks.data import TaskData, load_task_data
+from zoft.tasks import TaskSpec, get_task
+from zoft.examples import TaskData
+from zoft.tasks.data import load_task_data
 from zoft.tasks.sampling import demo_sets
 from zoft.train.loop import Trainer, total_steps
 from zoft.train.precision import PrecisionPlan, plan_precision

@@ -9,11 +9,15 @@ whatever its rule. Null (``None``) is accepted where the schema allows it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig
+
+from zoft.config import schema
+from zoft.config.schema import RunConfig
 
 # field -> (range, what the field is; shown after the range in an error)
 RULES: dict[str, tuple[str, str]] = {
@@ -122,8 +126,6 @@ def numeric_leaves(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
 
 def schema_numeric_fields() -> list[str]:
     """Every int/float field of RunConfig, as a dotted key."""
-    from zoft.config.schema import RunConfig
-
     return [key for key, kind in _walk(RunConfig, "") if kind in (int, float)]
 
 
@@ -153,10 +155,6 @@ ALIASES = {"learning_rate": "lr", "epsilon": "eps", "zo_eps": "eps", "wd": "weig
 def unknown_keys(cfg: DictConfig) -> list[str]:
     """Keys of ``cfg`` that the schema does not define (Hydra's ``+key=value`` adds them even to
     a typed config), each with the closest defined key."""
-    import difflib
-
-    from zoft.config.schema import RunConfig
-
     known = {key for key, _ in _walk(RunConfig, "")}
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
     problems = []
@@ -189,8 +187,6 @@ def _section_names() -> set[str]:
     """Dotted names of the schema's nested sections (model, model.tiny, trainer, ...)."""
     global _SECTIONS
     if _SECTIONS is None:
-        from zoft.config.schema import RunConfig
-
         _SECTIONS = {k.rsplit(".", 1)[0] for k, _ in _walk(RunConfig, "") if "." in k}
         _SECTIONS |= {s.rsplit(".", 1)[0] for s in list(_SECTIONS) if "." in s}
     return _SECTIONS
@@ -198,7 +194,5 @@ def _section_names() -> set[str]:
 
 def schema_fields_of(class_name: str) -> list[str]:
     """Field names of the schema dataclass called ``class_name`` (for typo suggestions)."""
-    from zoft.config import schema
-
     cls = getattr(schema, class_name, None)
     return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []

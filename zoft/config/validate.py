@@ -9,8 +9,13 @@ from omegaconf import DictConfig
 
 from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION, MODES,
                                  MODEL_FAMILIES, MODEL_KINDS, PERTURBATIONS, PRECISIONS, SCHEDULERS, STRATEGIES)
+from zoft.config.bounds import number_problems, unknown_keys
 from zoft.config.kernel_checks import kernel_problems
 from zoft.errors import ZoftUserError
+from zoft.lmbff.settings import check_masked_config
+from zoft.loggers import LOGGERS
+from zoft.loggers import MODES as LOGGER_MODES
+from zoft.tasks import get_task
 from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, zeroth_order_names
 
 
@@ -49,8 +54,6 @@ def validate(cfg: DictConfig) -> None:
     Needs neither torch nor transformers (a bad command fails in about a second), except to ask
     whether a CUDA device named by ``model.device`` exists.
     """
-    from zoft.config.bounds import number_problems, unknown_keys
-
     problems: list[str] = unknown_keys(cfg) + number_problems(cfg)
     spec = _check_model_and_task(problems, cfg)
     _check_mode(problems, cfg)
@@ -60,11 +63,9 @@ def validate(cfg: DictConfig) -> None:
     _check_optimizer(problems, cfg)
     _check_trainer(problems, cfg)
 
-    from zoft.loggers import LOGGERS, MODES
-
     _choice(problems, "logger.name", cfg.logger.name, LOGGERS)
     if cfg.logger.mode is not None:
-        _choice(problems, "logger.mode", cfg.logger.mode, MODES)
+        _choice(problems, "logger.mode", cfg.logger.mode, LOGGER_MODES)
     _choice(problems, "resume", str(cfg.resume).lower(), ("auto", "true", "false"))
     if "distributed" in cfg:
         _choice(problems, "distributed.strategy", cfg.distributed.strategy, STRATEGIES)
@@ -78,8 +79,6 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_model_and_task(problems: list[str], cfg: DictConfig):
     """Model vocabularies, the task name, and task x model kind; returns the task (or None)."""
-    from zoft.tasks.base import get_task
-
     m, t = cfg.model, cfg.task
     _choice(problems, "model.dtype", m.dtype, DTYPE_NAMES)
     _choice(problems, "model.family", m.family, MODEL_FAMILIES)
@@ -99,8 +98,6 @@ def _check_model_and_task(problems: list[str], cfg: DictConfig):
             f"(e.g. {'model=tiny-opt' if spec.family == 'causal' else 'model=tiny-roberta'})"
         )
     if spec.family == "masked":
-        from zoft.lmbff.settings import check_masked_config
-
         problems.extend(check_masked_config(cfg, spec.lmbff))
     return spec
 

@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import torch
 from torch.func import functional_call, jacrev, jvp, vmap
 
+from zoft.config.choices import KERNEL_FORMULAS as FORMULAS
 from zoft.errors import ZoftUserError
 from zoft.distributed import shard_bounds
 from zoft.kernel.distributed import gather_rows, rank_and_world
@@ -31,7 +32,6 @@ from zoft.kernel.function import PromptInputs
 
 log = logging.getLogger(__name__)
 
-from zoft.config.choices import KERNEL_FORMULAS as FORMULAS  # noqa: E402 - one vocabulary
 Params = dict[str, torch.Tensor]
 
 

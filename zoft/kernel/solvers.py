@@ -17,10 +17,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from zoft.config.choices import KERNEL_SOLVERS as SOLVERS
 from zoft.errors import ZoftUserError
 
-from zoft.config.choices import KERNEL_BINARY_ONLY as BINARY_ONLY  # noqa: E402 - one vocabulary
-from zoft.config.choices import KERNEL_SOLVERS as SOLVERS  # noqa: E402
 
 
 class SolverError(ZoftUserError, ValueError):

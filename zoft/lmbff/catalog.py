@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from zoft.errors import ZoftUserError
+
 SST2_TEMPLATE = "*cls**sent_0*_It_was*mask*.*sep+*"
 THIS_IS_TEMPLATE = "*cls**sent_0*_This_is*mask*.*sep+*"
 NLI_TEMPLATE = "*cls**sent-_0*?*mask*,*+sentl_1**sep+*"
@@ -119,8 +121,6 @@ def find_lmbff_task(name: str) -> LmBffTask:
         return LMBFF_TASKS[name]
     if name.lower() in BY_DATA_NAME:
         return BY_DATA_NAME[name.lower()]
-    from zoft.errors import ZoftUserError
-
     raise ZoftUserError(
         f"unknown LM-BFF task {name!r}; valid: {', '.join(LMBFF_TASKS)} "
         f"(or the LM-BFF folder names {', '.join(t.data_name for t in LMBFF_TASKS.values())})")

@@ -12,17 +12,21 @@ with the body (pooler included) again run without a graph.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import functools
 
 import torch
 
-from zoft.config.schema import MethodConfig
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable, untie_head
 from zoft.models.heads import head_of
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
 from zoft.models.heads import classification_head, is_seq_cls
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import MethodConfig
 
 
 def run_body_without_graph(model: torch.nn.Module, head: torch.nn.Module | None = None) -> None:

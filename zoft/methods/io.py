@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
-from zoft.config.schema import MethodConfig
+from zoft.config.schema import MethodConfig  # used at run time: a saved record becomes a typed config
 from zoft.errors import MethodError
 from zoft.methods.registry import ADAPTER_METHODS, apply_method
 

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from zoft.config.schema import MethodConfig
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable, untie_head
 from zoft.methods.registry import CLOSED_FORM_FITS, ClosedFormFit, register_method
 from zoft.models.heads import is_seq_cls, probed_layer
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import MethodConfig
 
 log = logging.getLogger(__name__)
 

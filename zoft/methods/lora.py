@@ -14,15 +14,19 @@ base weights are frozen anyway and no copy is needed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from zoft.config.schema import MethodConfig
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
 from zoft.models.heads import is_seq_cls
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import MethodConfig
 
 # Attention projections that LoRA adapts, per model family.
 LORA_TARGETS = {

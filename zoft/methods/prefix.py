@@ -19,17 +19,21 @@ as peft's ``SEQ_CLS`` task type does (``modules_to_save``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import inspect
 
 import torch
 from transformers import DynamicCache
 
-from zoft.config.schema import MethodConfig
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
 from zoft.models.heads import is_seq_cls
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import MethodConfig
 
 # BERT numbers positions 0, 1, ... like the causal families (right padding), so it shares theirs.
 PREFIX_FAMILIES = ("opt", "llama", "roberta", "bert")

@@ -10,12 +10,16 @@ initialised from the embeddings of uniformly drawn vocabulary tokens (peft's "ra
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from zoft.config.schema import MethodConfig
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import MethodConfig
 
 ATTR = "soft_prompt"  # trainable name: soft_prompt
 

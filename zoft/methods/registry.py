@@ -4,12 +4,14 @@ trainable (name, parameter) pairs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from zoft.config.schema import MethodConfig
 from zoft.errors import MethodError
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import MethodConfig
 
 Named = list[tuple[str, torch.nn.Parameter]]
 METHODS: dict[str, Callable[[torch.nn.Module, MethodConfig, str], Named]] = {}

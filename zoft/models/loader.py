@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from transformers import (
@@ -24,7 +24,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from zoft.config.schema import ModelConfig
 from zoft.models.folder import ModelFolderError, check_model_folder
 from zoft.models.tiny import build_tiny_model, build_tiny_tokenizer
 from zoft.models.tying import unties_by_default, untie_output_embeddings
@@ -40,7 +39,9 @@ KINDS = {
     # only hidden states (feature extraction); no task objective runs on it.
     "encoder": AutoModel,
 }
-from zoft.config.choices import MODEL_FAMILIES as FAMILIES  # noqa: E402 - one vocabulary
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import ModelConfig
 
 
 class ModelUnavailableError(ZoftUserError, RuntimeError):

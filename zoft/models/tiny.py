@@ -10,6 +10,7 @@ and masked-LM label words pass the single-token check.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -28,7 +29,8 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from zoft.config.schema import TinyArchConfig
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import TinyArchConfig
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 BOS, PAD, EOS, UNK, MASK = range(5)
@@ -105,69 +107,45 @@ def build_tiny_tokenizer(family: str) -> PreTrainedTokenizerFast:
     return tok
 
 
+# (family, kind) -> the transformers class of a tiny model.
+TINY_CLASSES = {
+    ("opt", "causal"): OPTForCausalLM,
+    ("llama", "causal"): LlamaForCausalLM,
+    ("roberta", "masked"): RobertaForMaskedLM,
+    ("roberta", "seq-cls"): RobertaForSequenceClassification,
+    ("bert", "masked"): BertForMaskedLM,
+    ("bert", "seq-cls"): BertForSequenceClassification,
+}
+
+
+def tiny_config(family: str, arch: TinyArchConfig, num_labels: int = 2):
+    """The transformers config of a tiny ``family`` model (no dropout: the tests compare runs)."""
+    common = dict(vocab_size=VOCAB_SIZE, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+                  hidden_size=arch.hidden_size, num_hidden_layers=arch.num_layers,
+                  num_attention_heads=arch.num_heads)
+    if family == "opt":
+        return OPTConfig(ffn_dim=arch.ffn_dim, max_position_embeddings=arch.max_positions,
+                         word_embed_proj_dim=arch.hidden_size, dropout=0.0, attention_dropout=0.0, **common)
+    if family == "llama":
+        return LlamaConfig(num_key_value_heads=arch.num_heads, intermediate_size=arch.ffn_dim,
+                           max_position_embeddings=arch.max_positions, tie_word_embeddings=False, **common)
+    encoder = dict(intermediate_size=arch.ffn_dim, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                   num_labels=num_labels, **common)
+    if family == "roberta":
+        return RobertaConfig(max_position_embeddings=arch.max_positions + 2, **encoder)
+    # BERT layout (two segment embeddings, a pooler on [CLS] that feeds the classifier), the
+    # architecture of the MiniLM sentence encoder; same tokenizer as tiny RoBERTa.
+    return BertConfig(max_position_embeddings=arch.max_positions, type_vocab_size=2, **encoder)
+
+
 def build_tiny_model(family: str, kind: str, arch: TinyArchConfig, seed: int, num_labels: int = 2) -> PreTrainedModel:
     """Randomly initialise a small model of the given family; ``seed`` fixes the weights;
     ``num_labels`` sizes a seq-cls head."""
-    common = dict(vocab_size=VOCAB_SIZE, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    cls = TINY_CLASSES.get((family, kind))
+    if cls is None:
+        raise ValueError(f"no tiny model for family={family!r} kind={kind!r}; valid: "
+                         + ", ".join(f"{f}/{k}" for f, k in TINY_CLASSES))
+    config = tiny_config(family, arch, num_labels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if family == "opt" and kind == "causal":
-            config = OPTConfig(
-                hidden_size=arch.hidden_size,
-                num_hidden_layers=arch.num_layers,
-                num_attention_heads=arch.num_heads,
-                ffn_dim=arch.ffn_dim,
-                max_position_embeddings=arch.max_positions,
-                word_embed_proj_dim=arch.hidden_size,
-                dropout=0.0,
-                attention_dropout=0.0,
-                **common,
-            )
-            return OPTForCausalLM(config)
-        if family == "llama" and kind == "causal":
-            config = LlamaConfig(
-                hidden_size=arch.hidden_size,
-                num_hidden_layers=arch.num_layers,
-                num_attention_heads=arch.num_heads,
-                num_key_value_heads=arch.num_heads,
-                intermediate_size=arch.ffn_dim,
-                max_position_embeddings=arch.max_positions,
-                tie_word_embeddings=False,
-                **common,
-            )
-            return LlamaForCausalLM(config)
-        if family == "roberta" and kind in ("masked", "seq-cls"):
-            config = RobertaConfig(
-                hidden_size=arch.hidden_size,
-                num_hidden_layers=arch.num_layers,
-                num_attention_heads=arch.num_heads,
-                intermediate_size=arch.ffn_dim,
-                max_position_embeddings=arch.max_positions + 2,
-                hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0,
-                num_labels=num_labels,
-                **common,
-            )
-            cls = RobertaForMaskedLM if kind == "masked" else RobertaForSequenceClassification
-            return cls(config)
-        if family == "bert" and kind in ("masked", "seq-cls"):
-            # BERT layout (two segment embeddings, a pooler on [CLS] that feeds the classifier),
-            # the architecture of the MiniLM sentence encoder; same tokenizer as tiny RoBERTa.
-            config = BertConfig(
-                hidden_size=arch.hidden_size,
-                num_hidden_layers=arch.num_layers,
-                num_attention_heads=arch.num_heads,
-                intermediate_size=arch.ffn_dim,
-                max_position_embeddings=arch.max_positions,
-                type_vocab_size=2,
-                hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0,
-                num_labels=num_labels,
-                **common,
-            )
-            cls = BertForMaskedLM if kind == "masked" else BertForSequenceClassification
-            return cls(config)
-    raise ValueError(
-        f"no tiny model for family={family!r} kind={kind!r}; "
-        "valid: opt/causal, llama/causal, roberta/masked, roberta/seq-cls, bert/masked, bert/seq-cls"
-    )
+        return cls(config)

@@ -8,8 +8,9 @@ from zoft.models.loader import LoadedModel
 from zoft.objectives.candidates import CandidateObjective
 from zoft.objectives.generation import GenerationObjective
 from zoft.objectives.metric import MetricObjective
+from zoft.objectives.mlm import build_masked_objective
 from zoft.tasks.base import TaskSpec
-from zoft.tasks.data import TaskData
+from zoft.examples import TaskData
 
 OBJECTIVES = ("candidates", "lm", "metric")
 # Objectives each task kind supports.
@@ -35,8 +36,6 @@ def build_objective(cfg: DictConfig, spec: TaskSpec, loaded: LoadedModel, data: 
     """The objective of ``cfg.task`` (see :data:`KIND_OBJECTIVES`; masked-LM tasks:
     :data:`MASKED_OBJECTIVES`)."""
     if spec.family == "masked":
-        from zoft.objectives.mlm import build_masked_objective
-
         return build_masked_objective(cfg, spec, loaded)
     name = objective_name(cfg, spec)
     valid = KIND_OBJECTIVES.get(spec.kind, ())

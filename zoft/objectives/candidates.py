@@ -36,7 +36,19 @@ def demos_for(demos: Optional[Sequence[Sequence[Example]]], i: int) -> Sequence[
     return demos[i] if demos is not None else ()
 
 
-class CandidateObjective(Objective):
+class CausalPromptObjective(Objective):
+    """The OPT-protocol objectives' common part: a task record's prompts on a causal LM."""
+
+    def __init__(self, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, device: torch.device, *,
+                 max_length: int, show_progress: bool = True) -> None:
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.device = device
+        self.max_length = max_length
+        self.show_progress = show_progress
+
+
+class CandidateObjective(CausalPromptObjective):
     """Classification/multiple choice on a causal LM.
 
     Training loss: cross-entropy over candidates (``train_as_classification``) or teacher-forced
@@ -60,12 +72,8 @@ class CandidateObjective(Objective):
         sfc: bool = False,
         icl_sfc: bool = False,
     ) -> None:
-        self.spec = spec
-        self.tokenizer = tokenizer
-        self.device = device
-        self.max_length = max_length
+        super().__init__(spec, tokenizer, device, max_length=max_length, show_progress=show_progress)
         self.as_classification = train_as_classification
-        self.show_progress = show_progress
         self.sfc = sfc
         self.icl_sfc = icl_sfc
 

@@ -14,8 +14,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from zoft.metrics import exact_match, f1_score
-from zoft.objectives.base import BatchEval, Objective
-from zoft.objectives.candidates import demos_for
+from zoft.objectives.base import BatchEval
+from zoft.objectives.candidates import CausalPromptObjective, demos_for
 from zoft.objectives.causal import collate, lm_loss
 from zoft.prompting import EncodedExample, encode_example
 from zoft.examples import Example
@@ -83,7 +83,7 @@ def greedy_generate(
     return results
 
 
-class GenerationObjective(Objective):
+class GenerationObjective(CausalPromptObjective):
     """SQuAD/DROP: LM-style training loss, greedy generation + F1/EM for evaluation."""
 
     metric = "f1"
@@ -98,12 +98,8 @@ class GenerationObjective(Objective):
         max_new_tokens: int = 50,
         show_progress: bool = True,
     ) -> None:
-        self.spec = spec
-        self.tokenizer = tokenizer
-        self.device = device
-        self.max_length = max_length
+        super().__init__(spec, tokenizer, device, max_length=max_length, show_progress=show_progress)
         self.max_new_tokens = max_new_tokens
-        self.show_progress = show_progress
         self.stop_ids = stop_token_ids(tokenizer)
 
     def prepare(self, examples: Sequence[Example], train: bool,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from zoft.config.schema import OptimizerConfig
+from zoft.config.choices import SCHEDULERS
 from zoft.optim.estimators import (FZOO, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
                                    ZOMomentum, ZOSign)
 from zoft.optim.mezo import MeZO, ZOFirstOrder
 from zoft.optim.registry import OPTIMIZERS
 
-from zoft.config.choices import SCHEDULERS  # noqa: E402 - one vocabulary
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import OptimizerConfig
 # Parameters whose names contain these get no weight decay (biases and normalisation weights,
 # including LLaMA-style "norm" modules that the original's substring list misses).
 NO_DECAY = ("bias", "layer_norm", "layernorm", "norm")

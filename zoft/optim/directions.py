@@ -26,7 +26,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from zoft.config.choices import DIRECTIONS  # noqa: E402 - one vocabulary
+from zoft.config.choices import DIRECTIONS
+
 CHUNK = 1 << 18  # CPU chunk: 1 MiB of float32, stays in cache while it is applied
 ACCEL_CHUNK = 1 << 22  # GPU chunk (16 MiB of float32): fewer kernel launches, still tiny next to the weights
 
@@ -160,27 +161,26 @@ class DirectionSampler:
         for dst, src, index, beta, terms in jobs:
             if beta == 1.0 and all(t.alpha == 0.0 for t in terms) and src is None:
                 continue
-            flat_dst = _flat(dst)
-            flat_src = None if src is None else _flat(src)
-            size = chunk_size(flat_dst.device)
-            for c, start in enumerate(range(0, flat_dst.numel(), size)):
-                end = min(start + size, flat_dst.numel())
-                work.append((flat_dst[start:end], None if flat_src is None else flat_src[start:end],
-                             index, c, beta, terms))
+            for c, (d, s) in enumerate(chunked([dst, dst if src is None else src])):
+                work.append((d, None if src is None else s, index, c, beta, terms))
+        on_cpu = all(w[0].device.type == "cpu" for w in work)
+        self.run_chunks(work, lambda w: self._apply_chunk(*w), on_cpu)
+
+    def run_chunks(self, work: Sequence, fn, on_cpu: bool) -> None:
+        """``fn(item)`` for every item of ``work`` (one chunk each): on the worker threads when
+        the chunks are on the CPU, else in order. Results do not depend on the thread."""
         if not work:
             return
-        cpu = all(w[0].device.type == "cpu" for w in work)
-        if cpu and len(work) > 1:
+        if len(work) > 1 and on_cpu:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="zoft-z")
             # Each worker takes every ``threads``-th chunk; torch kernels release the GIL. Even
             # with one worker this runs off the main thread: measured on a loaded 2-core machine,
             # chunk kernels issued from the main thread (inside its OpenMP team) were 5-30x slower.
-            list(self._pool.map(lambda i: [self._apply_chunk(*w) for w in work[i::self.threads]],
-                                range(self.threads)))
+            list(self._pool.map(lambda i: [fn(w) for w in work[i::self.threads]], range(self.threads)))
         else:
             for w in work:
-                self._apply_chunk(*w)
+                fn(w)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -194,10 +194,18 @@ class DirectionSampler:
         self.__init__(state["kind"], state["seed"], state["threads"])
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
+def flat_view(t: torch.Tensor) -> torch.Tensor:
     """A flat view sharing storage (detached: updates must not be recorded by autograd)."""
     t = t.detach()
     if not t.is_contiguous():
-        raise ValueError(f"MeZO needs contiguous parameters; got a tensor of shape {tuple(t.shape)} "
-                         f"with strides {t.stride()} (call .contiguous() on it before training)")
+        raise ValueError(f"zeroth-order optimizers need contiguous parameters; got a tensor of shape "
+                         f"{tuple(t.shape)} with strides {t.stride()} (call .contiguous() on it before training)")
     return t.view(-1)
+
+
+def chunked(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Tensors of one parameter's size cut at the chunk boundaries of its device: per chunk c,
+    the flat view of chunk c of each tensor (chunk c is drawn from the seed of chunk c)."""
+    flats = [flat_view(t) for t in tensors]
+    numel, size = flats[0].numel(), chunk_size(flats[0].device)
+    return [[f[start:min(start + size, numel)] for f in flats] for start in range(0, numel, size)]

@@ -101,12 +101,13 @@ def aggregate(runs: list[Run], metric: Optional[str] = None, paper_model: Option
     return sort_cells(cells)
 
 
-def _rank(value: str, order: list[str]) -> tuple:
+def rank_in(value: str, order: list[str]) -> tuple:
+    """Sort key: the position of ``value`` in ``order``, unknown values after, by name."""
     return (order.index(value), "") if value in order else (len(order), value)
 
 
 def sort_cells(cells: list[Cell]) -> list[Cell]:
-    return sorted(cells, key=lambda c: (c.model, _rank(c.task, TASK_ORDER), c.k or 0, _rank(c.method, METHOD_ORDER)))
+    return sorted(cells, key=lambda c: (c.model, rank_in(c.task, TASK_ORDER), c.k or 0, rank_in(c.method, METHOD_ORDER)))
 
 
 def _fmt(mean: Optional[float], std: Optional[float], n: int) -> str:
@@ -134,7 +135,7 @@ def markdown(cells: list[Cell], with_paper: bool = False) -> str:
     out = []
     for model in sorted({c.model for c in cells}):
         mine = [c for c in cells if c.model == model]
-        methods = sorted({c.method for c in mine}, key=lambda m: _rank(m, METHOD_ORDER))
+        methods = sorted({c.method for c in mine}, key=lambda m: rank_in(m, METHOD_ORDER))
         tasks = list(dict.fromkeys(c.task_label for c in mine))
         metric = mine[0].metric
         n_seeds = sorted({len(c.test) for c in mine})

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from zoft.report.aggregate import Cell
+from zoft.report.aggregate import METHOD_ORDER, Cell, rank_in
 from zoft.report.runs import Run, config_labels
 
 MAX_LEGEND_CHARS = 60
@@ -56,52 +56,27 @@ def _short(label: str) -> str:
     return label if len(label) <= MAX_LEGEND_CHARS else label[:MAX_LEGEND_CHARS - 1] + "…"
 
 
-def learning_curves(runs: list[Run], metric: str, out_dir: Path) -> list[Path]:
-    """One PNG per (model, task, method): training loss and dev metric against the step."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported here: only plotting needs it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def learning_curves(runs: list[Run], metric: str, out_dir: Path) -> list[Path]:
+    """One PNG per (model, task, method): training loss and dev metric against the step."""
+    plt = _pyplot()
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         if run.status == "completed":
             groups[(run.model, run.task_label, run.method)].append(run)
     written = []
     for (model, task, method), members in sorted(groups.items()):
-        labels = config_labels(members)
-        by_config: dict[str, list[Run]] = defaultdict(list)
-        for run in members:
-            by_config[labels[run.path]].append(run)
-        fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.8))
-        colors = plt.cm.tab10(np.linspace(0, 1, 10))
-        for i, (label, config_runs) in enumerate(sorted(by_config.items())):
-            color = colors[i % 10]
-            loss_series, dev_series = [], []
-            for run in config_runs:
-                rows = read_metrics(run.path)
-                loss_series.append({r["step"]: r["loss"] for r in rows if "loss" in r})
-                dev_series.append({r["step"]: r[f"dev_{metric}"] for r in rows if f"dev_{metric}" in r})
-            name = f"{_short(label)} ({len(config_runs)} seed{'s' if len(config_runs) > 1 else ''})"
-            steps, loss = _mean_curve([s for s in loss_series if s])
-            if len(steps):
-                ax_loss.plot(steps, loss, color=color, alpha=0.25, linewidth=0.8)
-                ax_loss.plot(steps, _smooth(loss), color=color, linewidth=2, label=name)
-            steps, dev = _mean_curve([s for s in dev_series if s])
-            if len(steps):
-                ax_dev.plot(steps, 100 * dev, color=color, marker="o", linewidth=2, label=name)
-        ax_loss.set(title="training loss (faint: raw, bold: smoothed)", xlabel="step", ylabel="loss")
-        ax_dev.set(title=f"dev {metric}", xlabel="step", ylabel=f"{metric} x100")
-        for ax in (ax_loss, ax_dev):
-            ax.grid(alpha=0.3)
-        handles, names = ax_loss.get_legend_handles_labels()
-        if not handles:
-            handles, names = ax_dev.get_legend_handles_labels()
+        fig = _curves_figure(plt, members, metric)
         fig.suptitle(f"{model} · {task} · {method}", fontsize=13)
-        ncol = 1 if len(names) <= 6 else 2
-        fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
-        rows_of_legend = (len(names) + ncol - 1) // ncol
-        fig.tight_layout(rect=(0, min(0.45, 0.06 * rows_of_legend + 0.02), 1, 0.95))
         path = out_dir / f"curves_{slug(model)}_{slug(task)}_{slug(method)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -109,60 +84,95 @@ def learning_curves(runs: list[Run], metric: str, out_dir: Path) -> list[Path]:
     return written
 
 
+def _curves_figure(plt, members: list[Run], metric: str):
+    """Loss (left) and dev metric (right) of one group's configurations, each the mean over seeds."""
+    labels = config_labels(members)
+    by_config: dict[str, list[Run]] = defaultdict(list)
+    for run in members:
+        by_config[labels[run.path]].append(run)
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for i, (label, config_runs) in enumerate(sorted(by_config.items())):
+        color = colors[i % 10]
+        loss_series, dev_series = [], []
+        for run in config_runs:
+            rows = read_metrics(run.path)
+            loss_series.append({r["step"]: r["loss"] for r in rows if "loss" in r})
+            dev_series.append({r["step"]: r[f"dev_{metric}"] for r in rows if f"dev_{metric}" in r})
+        name = f"{_short(label)} ({len(config_runs)} seed{'s' if len(config_runs) > 1 else ''})"
+        steps, loss = _mean_curve([s for s in loss_series if s])
+        if len(steps):
+            ax_loss.plot(steps, loss, color=color, alpha=0.25, linewidth=0.8)
+            ax_loss.plot(steps, _smooth(loss), color=color, linewidth=2, label=name)
+        steps, dev = _mean_curve([s for s in dev_series if s])
+        if len(steps):
+            ax_dev.plot(steps, 100 * dev, color=color, marker="o", linewidth=2, label=name)
+    ax_loss.set(title="training loss (faint: raw, bold: smoothed)", xlabel="step", ylabel="loss")
+    ax_dev.set(title=f"dev {metric}", xlabel="step", ylabel=f"{metric} x100")
+    for ax in (ax_loss, ax_dev):
+        ax.grid(alpha=0.3)
+    handles, names = ax_loss.get_legend_handles_labels()
+    if not handles:
+        handles, names = ax_dev.get_legend_handles_labels()
+    ncol = 1 if len(names) <= 6 else 2
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    rows_of_legend = (len(names) + ncol - 1) // ncol
+    fig.tight_layout(rect=(0, min(0.45, 0.06 * rows_of_legend + 0.02), 1, 0.95))
+    return fig
+
+
 def bar_chart(cells: list[Cell], out_dir: Path, with_paper: bool = False) -> list[Path]:
     """One PNG per model: tasks on the x axis, one bar per method (mean, std as error bar)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zoft.report.aggregate import METHOD_ORDER, _rank
-
+    plt = _pyplot()
     written = []
     for model in sorted({c.model for c in cells}):
         mine = [c for c in cells if c.model == model and c.mean is not None]
         if not mine:
             continue
-        tasks = list(dict.fromkeys(c.task_label for c in mine))
-        methods = sorted({c.method for c in mine}, key=lambda m: _rank(m, METHOD_ORDER))
-        index = {(c.task_label, c.method): c for c in mine}
-        width = min(0.8 / len(methods), 0.3)
-        span = width * len(methods)
-        fig, ax = plt.subplots(figsize=(max(7.5, 2.5 + len(tasks) * len(methods) * 0.55), 5))
-        colors = plt.cm.tab10(np.linspace(0, 1, 10))
-        paper_labelled = False
-        for j, method in enumerate(methods):
-            xs, heights, errs, papers = [], [], [], []
-            for i, task in enumerate(tasks):
-                cell: Optional[Cell] = index.get((task, method))
-                if cell is None:
-                    continue
-                xs.append(i - span / 2 + width * (j + 0.5))
-                heights.append(cell.mean)
-                errs.append(cell.std if len(cell.test) > 1 else 0)
-                papers.append(cell.paper[0] if cell.paper else None)
-            ax.bar(xs, heights, width * 0.92, yerr=errs, capsize=3, color=colors[j % 10], label=method)
-            for x, h in zip(xs, heights):  # the value inside the bar: clear of error bars and paper marks
-                if h >= 12:
-                    ax.text(x, h / 2, f"{h:.1f}", ha="center", va="center", rotation=90, fontsize=9,
-                            color="white", fontweight="bold")
-            px = [x for x, p in zip(xs, papers) if p is not None]
-            if with_paper and px:
-                py = [p for p in papers if p is not None]
-                ax.scatter(px, py, marker="_", s=2000 * width, color="black", linewidths=2.5, zorder=3,
-                           label=None if paper_labelled else "paper")
-                paper_labelled = True
-        metric = mine[0].metric
-        ax.set_xticks(range(len(tasks)), tasks)
-        ax.set_ylabel(f"test {metric} x100")
-        ax.set_ylim(0, 110)
-        ax.set_title(f"{model}: test {metric} x100\nmean ± std over seeds, best dev configuration per seed",
-                     fontsize=11)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        fig.tight_layout()
+        fig = _bars_figure(plt, model, mine, with_paper)
         path = out_dir / f"bars_{slug(model)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _bars_figure(plt, model: str, mine: list[Cell], with_paper: bool):
+    tasks = list(dict.fromkeys(c.task_label for c in mine))
+    methods = sorted({c.method for c in mine}, key=lambda m: rank_in(m, METHOD_ORDER))
+    index = {(c.task_label, c.method): c for c in mine}
+    width = min(0.8 / len(methods), 0.3)
+    span = width * len(methods)
+    fig, ax = plt.subplots(figsize=(max(7.5, 2.5 + len(tasks) * len(methods) * 0.55), 5))
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    paper_labelled = False
+    for j, method in enumerate(methods):
+        xs, heights, errs, papers = [], [], [], []
+        for i, task in enumerate(tasks):
+            cell: Optional[Cell] = index.get((task, method))
+            if cell is None:
+                continue
+            xs.append(i - span / 2 + width * (j + 0.5))
+            heights.append(cell.mean)
+            errs.append(cell.std if len(cell.test) > 1 else 0)
+            papers.append(cell.paper[0] if cell.paper else None)
+        ax.bar(xs, heights, width * 0.92, yerr=errs, capsize=3, color=colors[j % 10], label=method)
+        for x, h in zip(xs, heights):  # the value inside the bar: clear of error bars and paper marks
+            if h >= 12:
+                ax.text(x, h / 2, f"{h:.1f}", ha="center", va="center", rotation=90, fontsize=9,
+                        color="white", fontweight="bold")
+        px = [x for x, p in zip(xs, papers) if p is not None]
+        if with_paper and px:
+            py = [p for p in papers if p is not None]
+            ax.scatter(px, py, marker="_", s=2000 * width, color="black", linewidths=2.5, zorder=3,
+                       label=None if paper_labelled else "paper")
+            paper_labelled = True
+    metric = mine[0].metric
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel(f"test {metric} x100")
+    ax.set_ylim(0, 110)
+    ax.set_title(f"{model}: test {metric} x100\nmean ± std over seeds, best dev configuration per seed", fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zoft.errors import ZoftUserError
+from zoft.tasks import TASKS
 
 log = logging.getLogger("zoft")
 
@@ -46,8 +47,6 @@ class Run:
     @property
     def k(self) -> Optional[int]:
         """Shots per class, for k-shot (masked-LM) tasks only; the OPT protocol has no k."""
-        from zoft.tasks import TASKS
-
         spec = TASKS.get(self.task)
         return self.config["task"].get("k") if spec is not None and spec.family == "masked" else None
 

@@ -85,16 +85,3 @@ def register_task(spec: TaskSpec) -> TaskSpec:
         raise ValueError(f"task {spec.name!r} is registered twice")
     TASKS[spec.name] = spec
     return spec
-
-
-def get_task(name: str) -> TaskSpec:
-    """Look a task up by name, with the list of valid names in the error."""
-    import zoft.tasks  # noqa: F401  (registers the built-in tasks)
-
-    if name not in TASKS:
-        import difflib
-
-        close = difflib.get_close_matches(name, TASKS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name]

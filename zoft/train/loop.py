@@ -18,12 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from zoft.config.schema import TrainerConfig
 from zoft.distributed import DistributedError, Parallel
 from zoft.objectives.base import EvalResult, Objective
 from zoft.optim.build import is_zeroth_order
@@ -31,6 +30,9 @@ from zoft.errors import DivergenceError, Preempted
 from zoft.outputs import MetricsLog, read_jsonl_tolerant, save_tensors, write_jsonl
 from zoft.train.checkpoint import CHECKPOINT_NAME, LoopState, load_checkpoint, save_checkpoint
 from zoft.train.precision import LossScaler, PrecisionPlan
+
+if TYPE_CHECKING:  # annotations only: components sit below the config layer
+    from zoft.config.schema import TrainerConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,25 +14,16 @@ without any change to them.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from zoft.optim.directions import DirectionSampler, Term, chunk_size
+from zoft.optim.directions import DirectionSampler, Term, chunked
 
 # fn(index, chunk, draw, *views): ``draw(step, k)`` returns the float32 z of this chunk (a view of
 # the thread's scratch buffer, valid until the next draw in that thread); views: the chunk of each
 # tensor of the job, flat.
 ChunkFn = Callable[..., None]
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach()
-    if not t.is_contiguous():
-        raise ValueError(f"zeroth-order estimators need contiguous parameters; got shape {tuple(t.shape)} "
-                         f"with strides {t.stride()}")
-    return t.view(-1)
 
 
 def map_chunks(sampler: DirectionSampler, jobs: Sequence[tuple[int, Sequence[torch.Tensor]]], fn: ChunkFn) -> None:
@@ -42,16 +33,7 @@ def map_chunks(sampler: DirectionSampler, jobs: Sequence[tuple[int, Sequence[tor
     state); they are cut at the sampler's chunk boundaries, so ``draw`` yields exactly the z that
     MeZO would use for that chunk. CPU chunks run on the sampler's worker threads.
     """
-    work = []
-    for index, tensors in jobs:
-        flats = [_flat(t) for t in tensors]
-        numel = flats[0].numel()
-        size = chunk_size(flats[0].device)
-        for c, start in enumerate(range(0, numel, size)):
-            end = min(start + size, numel)
-            work.append((index, c, [f[start:end] for f in flats]))
-    if not work:
-        return
+    work = [(index, c, views) for index, tensors in jobs for c, views in enumerate(chunked(tensors))]
 
     def run(item) -> None:
         index, c, views = item
@@ -61,14 +43,7 @@ def map_chunks(sampler: DirectionSampler, jobs: Sequence[tuple[int, Sequence[tor
             return sampler._draw(n, step, k, index, c, device)
         fn(index, c, draw, *views)
 
-    if len(work) > 1 and all(w[2][0].device.type == "cpu" for w in work):
-        if sampler._pool is None:  # the sampler's own pool (see DirectionSampler.apply for why)
-            sampler._pool = ThreadPoolExecutor(sampler.threads, thread_name_prefix="zoft-z")
-        threads = sampler.threads
-        list(sampler._pool.map(lambda i: [run(w) for w in work[i::threads]], range(threads)))
-    else:
-        for w in work:
-            run(w)
+    sampler.run_chunks(work, run, on_cpu=all(views[0].device.type == "cpu" for _, _, views in work))
 
 
 class TransformedSampler:

@@ -27,8 +27,8 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from zoft.optim.directions import CHUNK, DirectionSampler, Term, mix
-from zoft.optim.estimators.chunks import TransformedSampler, _flat
+from zoft.optim.directions import CHUNK, DirectionSampler, Term, flat_view, mix
+from zoft.optim.estimators.chunks import TransformedSampler
 from zoft.optim.mezo import MeZO
 
 _TAG_U, _TAG_V, _TAG_Z = 0x4C4F5A4F, 0x4C4F5A50, 0x5355425A  # separate seed streams per factor
@@ -94,8 +94,8 @@ class LowRankSampler(TransformedSampler):
             if src is None and beta == 1.0 and not live:
                 continue
             m, n = self.shapes[index]
-            out = _flat(dst).view(m, n)
-            source = None if src is None else _flat(src).view(m, n)
+            out = flat_view(dst).view(m, n)
+            source = None if src is None else flat_view(src).view(m, n)
             factors = [(t.alpha, *self.factors(index, t.step, t.k, dst.device)) for t in live]
             rows = max(1, CHUNK // n)  # a block of rows of D: one chunk of scratch
             for a in range(0, m, rows):
