@@ -93,6 +93,7 @@ class MeZO(torch.optim.Optimizer):
         self.perturbation = perturbation
         self.step_count = 0
         self.last_projected_grads: list[float] = []
+        self.last_record: Optional[tuple[int, float, list[float]]] = None  # (step, lr, scalars) of the last step
         self.sampler = DirectionSampler(direction, self.seed, threads)
         self.trajectory = None  # a zoft.optim.trajectory.TrajectoryWriter, when recording
         self._pending: Optional[list[float]] = None  # micro-batch sums of this step's estimates
@@ -221,8 +222,7 @@ class MeZO(torch.optim.Optimizer):
         return list(scalars)
 
     def _end_step(self, scalars: Sequence[float], loss: float) -> torch.Tensor:
-        if self.trajectory is not None:
-            self.trajectory.record(self.step_count, self.param_groups[0]["lr"], self.trajectory_record(scalars))
+        self.last_record = (self.step_count, self.param_groups[0]["lr"], self.trajectory_record(scalars))
         self.last_projected_grads = self.projected_grads_of(scalars)
         self.step_count += 1
         return torch.tensor(loss, dtype=torch.float64)
@@ -260,8 +260,11 @@ class MeZO(torch.optim.Optimizer):
 
     # -- recording -------------------------------------------------------------------------
     def attach_trajectory(self, writer) -> None:
-        """Append (step, lr, recorded scalars) of every following step to ``writer``."""
+        """Append (step, lr, recorded scalars) of every following :meth:`step` to ``writer``: a
+        step post-hook (``torch.optim.Optimizer.register_step_post_hook``); replayed steps are
+        not recorded."""
         self.trajectory = writer
+        self.register_step_post_hook(lambda optimizer, args, kwargs: writer.record(*optimizer.last_record))
 
     # -- state -----------------------------------------------------------------------------
     def _zo_state(self) -> dict:
