@@ -1,4 +1,4 @@
-"""The kernel view of prompt-based fine-tuning (eNTK, MeZO spec §5.9).
+"""The kernel view of prompt-based fine-tuning (eNTK; the original's medium_models/src/kernel_trainer.py and kernel_solvers.py).
 
 f(x) is the vector of label-word logits at the ``<mask>`` of a prompt (or the single logit
 f1 - f0 for binary tasks). The empirical neural tangent kernel between a training example i

@@ -1,7 +1,8 @@
-"""Training rows sharded over torch.distributed ranks and gathered back (MeZO spec §5.9 Multi-GPU).
+"""Training rows sharded over torch.distributed ranks and gathered back (the original's medium_models/src/kernel_trainer.py, multi-GPU).
 
-Unlike the original's SequentialDistributedSampler, shards are contiguous and never padded with
-duplicated examples, so the gathered kernel has exactly N_train rows in order (spec §7.27).
+The original's SequentialDistributedSampler pads the outer set to a multiple of the world size,
+so its gathered kernels can hold duplicated rows. Here shards are contiguous and never padded,
+so the gathered kernel has exactly N_train rows in order.
 """
 
 from __future__ import annotations

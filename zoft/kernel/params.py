@@ -1,4 +1,4 @@
-"""Which parameters the kernel is taken over (MeZO spec §5.9 "Parameters").
+"""Which parameters the kernel is taken over (the original's medium_models/src/kernel_trainer.py: exclude_embeddings, exclude_head, only_biases, ...).
 
 Parameters outside the subset are held fixed: they are passed to ``functional_call`` but no
 gradient is taken with respect to them.

@@ -1,4 +1,4 @@
-"""Kernel solvers (MeZO spec §5.9 "Solvers").
+"""Kernel solvers (the original's medium_models/src/kernel_solvers.py).
 
 Every solver sees the train x train kernel and the train x X kernel, both [N, C, *, C] (or
 [2, ...] for ``asym``), targets (N, C) (binary: (N, 1) in {-1, +1}; else one-hot), and returns

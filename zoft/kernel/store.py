@@ -1,4 +1,4 @@
-"""Kernel files (MeZO spec §5.9 "Files") and the cache that keeps them apart.
+"""Kernel files (as the original's medium_models/src/kernel_trainer.py saves and loads them) and the cache that keeps them apart.
 
 A kernel file ``{mode}_kernels_{task}.pt`` (mode in train/dev/test) is ``torch.save`` of the
 tuple (kernel, targets): kernel float [N_train, C, N_X, C] ("training examples, training logits,

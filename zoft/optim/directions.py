@@ -22,7 +22,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
@@ -59,6 +59,17 @@ class Term:
     step: int
     k: int
     alpha: float
+
+
+class Job(NamedTuple):
+    """One tensor's pass: ``dst = beta * (src or dst) + sum_j alpha_j z_j`` over ``terms``, with
+    z the directions of tensor ``index`` (``src`` None: in place)."""
+
+    dst: torch.Tensor
+    src: Optional[torch.Tensor]
+    index: int
+    beta: float
+    terms: Sequence[Term]
 
 
 class _Scratch(threading.local):
@@ -151,7 +162,7 @@ class DirectionSampler:
             if t.alpha != 0.0:
                 dst.add_(self._draw(dst.numel(), t.step, t.k, index, c, dst.device), alpha=t.alpha)
 
-    def apply(self, jobs: Sequence[tuple[torch.Tensor, Optional[torch.Tensor], int, float, Sequence[Term]]]) -> None:
+    def apply(self, jobs: Sequence[Job]) -> None:
         """Run ``dst = beta * (src or dst) + sum alpha z`` for each job ``(dst, src, index, beta, terms)``.
 
         ``dst``/``src`` are tensors of equal size (``src`` None: in place). Chunks of CPU tensors

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from zoft.optim.directions import Term
+from zoft.optim.directions import Job, Term
 from zoft.optim.shadow import ShadowPerturbation
 
 # (param group, global tensor index, parameter), in group order
@@ -78,7 +78,7 @@ class Displacement:
                 merged.append(t)
         self.owed = []
         if merged:
-            self.sampler.apply([(p, None, i, 1.0, tuple(merged)) for i, p in self.inplace])
+            self.sampler.apply([Job(p, None, i, 1.0, tuple(merged)) for i, p in self.inplace])
 
     def restore(self) -> None:
         """Pay the owed restore now (the weights are back at theta)."""
@@ -108,6 +108,6 @@ class Displacement:
             alphas = [-lr * c / divisor for c in coefficients]
             for t in self.owed_by(p):
                 alphas[t.k] += beta * t.alpha
-            jobs.append((p, None, i, beta, tuple(Term(step, k, a) for k, a in enumerate(alphas))))
+            jobs.append(Job(p, None, i, beta, tuple(Term(step, k, a) for k, a in enumerate(alphas))))
         self.sampler.apply(jobs)
         self.settle()

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from zoft.config.choices import PERTURBATIONS
-from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Term
+from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Job, Term
 from zoft.optim.displacement import Displacement, IndexedParam
 from zoft.optim.shadow import ShadowPerturbation
 
@@ -354,7 +354,7 @@ class ZOFirstOrder(MeZO):
         for _, i, p in self._params():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            jobs.append((p.grad, None, i, 0.0, tuple(Term(step, k, g / n) for k, g in enumerate(grads))))
+            jobs.append(Job(p.grad, None, i, 0.0, tuple(Term(step, k, g / n) for k, g in enumerate(grads))))
         self.sampler.apply(jobs)
         with torch.enable_grad():
             self.inner.step()

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import torch
 
-from zoft.optim.directions import DirectionSampler, Term
+from zoft.optim.directions import DirectionSampler, Job, Term
 
 
 class ShadowPerturbation:
@@ -90,7 +90,7 @@ class ShadowPerturbation:
             with torch.inference_mode(False), torch.no_grad():
                 for name, p, index in self.owned[module]:
                     view = self._alloc(p)
-                    jobs.append((view, p, index, 1.0, (Term(step, k, alpha),)))
+                    jobs.append(Job(view, p, index, 1.0, (Term(step, k, alpha),)))
                     module._parameters[name] = view  # a plain tensor: the module reads it as its weight
                     visited.add(id(p))
                 self.sampler.apply(jobs)

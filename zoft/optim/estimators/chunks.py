@@ -14,11 +14,11 @@ without any change to them.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from zoft.optim.directions import DirectionSampler, Term, chunked
+from zoft.optim.directions import DirectionSampler, Job, chunked
 
 # fn(index, chunk, draw, *views): ``draw(step, k)`` returns the float32 z of this chunk (a view of
 # the thread's scratch buffer, valid until the next draw in that thread); views: the chunk of each
@@ -79,7 +79,7 @@ class TransformedSampler:
     def transform(self, index: int, c: int, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def apply(self, jobs: Sequence[tuple[torch.Tensor, Optional[torch.Tensor], int, float, Sequence[Term]]]) -> None:
+    def apply(self, jobs: Sequence[Job]) -> None:
         """``dst = beta * (src or dst) + sum alpha * transform(z)``, chunk by chunk (the
         :meth:`DirectionSampler.apply` contract)."""
         live = [(dst, src, index, beta, tuple(terms)) for dst, src, index, beta, terms in jobs

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from zoft.optim.directions import DirectionSampler, Term
+from zoft.optim.directions import DirectionSampler, Job, Term
 from zoft.optim.mezo import MeZO, _f32, _loss
 from zoft.optim.shadow import ShadowPerturbation
 
@@ -34,7 +34,7 @@ class _CombinedSampler:
         self.base = base
         self.coefficients: Sequence[float] = ()
 
-    def apply(self, jobs) -> None:
+    def apply(self, jobs: Sequence[Job]) -> None:
         expanded = []
         for dst, src, index, beta, terms in jobs:
             out = []
@@ -43,7 +43,7 @@ class _CombinedSampler:
                     out.extend(Term(t.step, k, t.alpha * c) for k, c in enumerate(self.coefficients))
                 else:
                     out.append(t)
-            expanded.append((dst, src, index, beta, tuple(out)))
+            expanded.append(Job(dst, src, index, beta, tuple(out)))
         self.base.apply(expanded)
 
 

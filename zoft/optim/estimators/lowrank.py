@@ -27,7 +27,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from zoft.optim.directions import CHUNK, DirectionSampler, Term, flat_view, mix
+from zoft.optim.directions import CHUNK, DirectionSampler, Job, flat_view, mix
 from zoft.optim.estimators.chunks import TransformedSampler
 from zoft.optim.mezo import MeZO
 
@@ -84,9 +84,9 @@ class LowRankSampler(TransformedSampler):
         v, _ = torch.linalg.qr(self._gaussian(n, r, device, _TAG_V, window, index))
         return u, v
 
-    def apply(self, jobs: Sequence[tuple[torch.Tensor, Optional[torch.Tensor], int, float, Sequence[Term]]]) -> None:
+    def apply(self, jobs: Sequence[Job]) -> None:
         """``dst = beta * (src or dst) + sum alpha D``; dense tensors go to the base sampler."""
-        self.base.apply([j for j in jobs if j[2] not in self.shapes])
+        self.base.apply([j for j in jobs if j.index not in self.shapes])
         for dst, src, index, beta, terms in jobs:
             if index not in self.shapes:
                 continue

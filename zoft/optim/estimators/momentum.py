@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from zoft.optim.directions import Term
+from zoft.optim.directions import Job, Term
 from zoft.optim.mezo import MeZO
 
 
@@ -43,7 +43,7 @@ class ZOMomentum(MeZO):
         n, step = len(grads), self.step_count
         terms = tuple(Term(step, k, g / n) for k, g in enumerate(grads))
         # m <- beta m + (1/n) sum g_k z_k: one seeded pass over the buffers.
-        self.sampler.apply([(self._buffer(p), None, i, self.momentum, terms) for _, i, p in self._params()])
+        self.sampler.apply([Job(self._buffer(p), None, i, self.momentum, terms) for _, i, p in self._params()])
         self.weights.restore()  # back to theta before the update
         for group, _, p in self._params():
             lr, wd = group["lr"], group["weight_decay"]
