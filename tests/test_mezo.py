@@ -239,8 +239,11 @@ def test_zo_first_order_writes_the_estimate_into_grad():
         z = opt.direction_of(i, 0).double()
         torch.testing.assert_close(p.grad, g * z, rtol=0, atol=1e-12)
         torch.testing.assert_close(p.detach(), b - 0.1 * g * z, rtol=0, atol=1e-12)
-    adam = ZOFirstOrder(list(mlp().parameters()), inner="adam", lr=0.01, eps=1e-4)
+    net = mlp()
+    adam = ZOFirstOrder(list(net.parameters()), inner="adam", lr=0.01, eps=1e-4)
+    assert adam.inner.param_groups[0] is not adam.param_groups[0]  # composed, not aliased
     torch.optim.lr_scheduler.LambdaLR(adam, lambda s: 0.5)
+    adam.step(regression_closure(net))
     assert adam.inner.param_groups[0]["lr"] == pytest.approx(0.005)  # schedules drive the inner optimizer
 
 
@@ -252,3 +255,31 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="closure"):
         MeZO(mlp().parameters()).step()
     assert math.isnan(float(MeZO(mlp().parameters()).replay([0.0])))
+
+
+@pytest.mark.parametrize("inner", ["adam", "sgd"])
+def test_zo_first_order_resumed_mid_schedule_equals_a_straight_run(inner):
+    """The inner optimizer has its own groups: a checkpoint must still carry the LR the next
+    step uses (a resumed run once took the previous step's LR)."""
+    x, y = torch.randn(20, 16, generator=torch.Generator().manual_seed(1)), torch.arange(20) % 2
+
+    def train(resume_at=None):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.Tanh(), torch.nn.Linear(24, 2))
+        make = lambda: ZOFirstOrder(net.parameters(), inner=inner, lr=1e-2, eps=1e-3, weight_decay=0.1,  # noqa: E731
+                                    momentum=0.9 if inner == "sgd" else 0.0, seed=2)
+        opt = make()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / 30)
+        for i in range(20):
+            if i == resume_at:  # as the loop resumes: build both, then load both
+                states = opt.state_dict(), sched.state_dict()
+                opt = make()
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / 30)
+                opt.load_state_dict(states[0])
+                sched.load_state_dict(states[1])
+            opt.step(lambda: torch.nn.functional.cross_entropy(net(x), y))
+            sched.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    for a, b in zip(train(), train(resume_at=10)):
+        assert torch.equal(a, b)

@@ -318,7 +318,9 @@ class ZOFirstOrder(MeZO):
     zeroth-order SGD with momentum (``inner="sgd"``).
 
     Per step: estimate g_k along each direction (same passes as :class:`MeZO`), restore theta,
-    set ``p.grad = (1/n) sum_k g_k z_k`` and call the inner optimizer's ``step()``. Weight decay
+    set ``p.grad = (1/n) sum_k g_k z_k`` and call the inner optimizer's ``step()``. Built by
+    composition: the inner optimizer has its own param groups (copies of these), and before its
+    step takes each group's LR from this optimizer's, which an LR scheduler drives. Weight decay
     is the inner optimizer's (decoupled for AdamW, L2 for SGD). Memory: the gradient and the inner
     optimizer's state are parameter-sized, as for any first-order optimizer.
     """
@@ -327,20 +329,14 @@ class ZOFirstOrder(MeZO):
                  betas: Sequence[float] = (0.9, 0.999), adam_eps: float = 1e-8, momentum: float = 0.0,
                  weight_decay: float = 0.0, **kwargs) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        groups = [{**g, "params": list(g["params"])} for g in self.param_groups]  # copies, not aliases
         if inner == "adam":
-            self.inner = torch.optim.AdamW(self.param_groups, lr=lr, betas=tuple(betas), eps=adam_eps,
-                                           weight_decay=weight_decay)
+            self.inner = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=adam_eps, weight_decay=weight_decay)
         elif inner == "sgd":
-            self.inner = torch.optim.SGD(self.param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            self.inner = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
         else:
             raise ValueError(f"ZOFirstOrder inner={inner!r}; valid: adam, sgd")
         self.inner_name = inner
-        self._link()
-
-    def _link(self) -> None:
-        # One list of group dicts: an LR scheduler on this optimizer drives the inner one.
-        self.param_groups = self.inner.param_groups
-        self.state = self.inner.state
 
     def describe(self) -> dict:
         return {**super().describe(), "inner": self.inner_name,
@@ -356,16 +352,23 @@ class ZOFirstOrder(MeZO):
                 p.grad = torch.zeros_like(p)
             jobs.append(Job(p.grad, None, i, 0.0, tuple(Term(step, k, g / n) for k, g in enumerate(grads))))
         self.sampler.apply(jobs)
+        self._sync_lr()
         with torch.enable_grad():
             self.inner.step()
+
+    def _sync_lr(self) -> None:
+        for outer, group in zip(self.param_groups, self.inner.param_groups):
+            group["lr"] = outer["lr"]  # the schedule acts on this optimizer's groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
+        self._sync_lr()  # the LR the next step will use, as for any optimizer
         return {"inner": self.inner.state_dict(), "zo": self._zo_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.inner.load_state_dict(state_dict["inner"])
-        self._link()
+        for outer, group in zip(self.param_groups, self.inner.param_groups):
+            outer["lr"] = group["lr"]
         self._load_zo_state(state_dict.get("zo"))
