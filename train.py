@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from zoft.config.schema import register_configs
+from zoft.config.store import register_configs
 from zoft.errors import DivergenceError, Preempted, ZoftUserError
 
 register_configs()

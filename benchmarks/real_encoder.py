@@ -157,7 +157,7 @@ def run_cell_here(spec_path: Path) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from zoft.config.schema import register_configs
+    from zoft.config.store import register_configs
     from zoft.errors import Preempted
     from zoft.run import run
 

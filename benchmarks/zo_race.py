@@ -93,7 +93,7 @@ def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from zoft.config.schema import register_configs
+    from zoft.config.store import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from zoft.config.schema import register_configs
+from zoft.config.store import register_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"

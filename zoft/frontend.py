@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from zoft.config.bounds import schema_fields_of
 from zoft.config.preflight import unknown_group_choice
+from zoft.config.protocol import settle
+from zoft.config.store import register_configs
+from zoft.config.validate import validate
 from zoft.errors import ZoftUserError
+from zoft.rundir import RunFolderError, check_writable, is_locked, plan_attempt
 
 HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
                "--shell-completion", "-sc", "--resolve", "--package", "-p", "--version", "--experimental-rerun")
@@ -40,13 +50,8 @@ def preflight(argv: Sequence[str], conf_dir: Path) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     cfg = _compose(overrides, conf_dir)
     run_dir = _run_dir(cfg)
-    from omegaconf import open_dict
-
     with open_dict(cfg):
         del cfg["hydra"]
-    from zoft.config.protocol import settle
-    from zoft.config.validate import validate
-
     try:
         settle(cfg, overrides)
         validate(cfg)
@@ -56,10 +61,6 @@ def preflight(argv: Sequence[str], conf_dir: Path) -> None:
 
 
 def _compose(overrides: list[str], conf_dir: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from zoft.config.schema import register_configs
-
     register_configs()
     GlobalHydra.instance().clear()
     try:
@@ -75,16 +76,12 @@ def _compose(overrides: list[str], conf_dir: Path):
 def _composition_message(err: Exception) -> str:
     """Hydra's message without its advice to add ``+`` (zoft's keys all exist, so a key Hydra does
     not know is a typo), with the closest key instead."""
-    import re
-
     parts = [str(err)] + ([str(err.__cause__)] if err.__cause__ is not None else [])
     text = " ".join(" ".join(parts).split())
     text = re.sub(r"\s*To append to your config use \+\S+", "", text)
     text = re.sub(r"\s*full_key: .*?object_type=\S+", "", text)  # OmegaConf's internals
     match = re.search(r"Key '([^']+)' not in '(\w+)'", text)
     if match:
-        from zoft.config.bounds import schema_fields_of
-
         names = schema_fields_of(match.group(2))
         close = difflib.get_close_matches(match.group(1), names, n=1, cutoff=0.6)
         if close:
@@ -103,10 +100,6 @@ def _run_dir(cfg) -> Optional[Path]:
 
 
 def _check_folder(run_dir: Optional[Path], cfg) -> None:
-    from omegaconf import OmegaConf
-
-    from zoft.rundir import RunFolderError, check_writable, is_locked, plan_attempt
-
     if run_dir is None or int(os.environ.get("RANK", "0")) > 0:
         return  # torchrun ranks > 0 write nothing; rank 0 checks the folder
     existed = run_dir.is_dir()

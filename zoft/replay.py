@@ -8,6 +8,7 @@ config and every recorded step is applied with ``optimizer.replay(projected_grad
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -109,8 +110,6 @@ def add_parser(subparsers) -> None:
 
 
 def _replay_command(args) -> int:
-    import json
-
     _, summary = replay_run(args.trajectory, base=args.base, out=args.out, until_step=args.step, device=args.device,
                             step_option="--step")
     print(json.dumps({k: summary[k] for k in ("steps_applied", "bytes", "bytes_per_step")}))

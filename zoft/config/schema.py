@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
@@ -281,15 +280,3 @@ class RunConfig:
     # redo=true replaces it with a fresh run.
     redo: bool = False
     output_dir: Optional[str] = None  # null: Hydra's run folder
-
-
-def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can extend ``run_schema``.
-
-    Only the root is stored: group options are typed through it, and no schema entries show up
-    among a group's options in Hydra's error messages.
-    """
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
-    from zoft.config.resolvers import register_resolvers
-
-    register_resolvers()

@@ -4,15 +4,16 @@ file), so a malformed line, a missing field or a bad label is reported where it 
 
 from __future__ import annotations
 
-from zoft.errors import ZoftUserError
-from zoft.textfiles import read_text_bytes
-
 import csv
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from zoft.errors import ZoftUserError
+from zoft.textfiles import read_text_bytes
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ def _object(path: Path, where: str, value: Any) -> dict[str, Any]:
 
 def read_hub_split(hub_id: str, config: Optional[str], split: str) -> list[dict[str, Any]]:
     """Load a split with ``datasets``; fails fast with a clear message when offline."""
-    import os
-
-    from zoft.models.loader import _hub_reachable
+    from zoft.models.loader import _hub_reachable  # transformers loads only for a Hub dataset
 
     hint = "Download the data elsewhere and pass task.data_dir=/path/to/files (see README, 'Data')."
     cache_only = os.environ.get("HF_DATASETS_OFFLINE") == "1"
