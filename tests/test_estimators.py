@@ -399,3 +399,30 @@ def test_other_methods_and_the_metric_objective(tmp_path, name, extra):
     cfg = compose_config(FAST + [f"optimizer={name}", *extra, "trainer.max_steps=2", "trainer.eval_steps=0",
                                  f"output_dir={tmp_path}"])
     assert run(cfg)["status"] == "completed"
+
+
+@pytest.mark.parametrize("cls", [FZOO, HiZOO, OnePointZO, ZOConservative])
+def test_estimators_with_their_own_probe_refuse_micro_batch_accumulation(cls):
+    """estimate() is two-point SPSA; an estimator with another probe would silently apply MeZO's
+    values through its own rule, so it refuses and names what to call instead."""
+    model = mlp()
+    kwargs = {"n_directions": 2} if cls is FZOO else {}
+    opt = cls(model.parameters(), lr=1e-3, model=model, **kwargs)
+    before = flat(model.parameters())
+    with pytest.raises(ValueError, match="does not accumulate micro-batches"):
+        opt.estimate(regression_closure(model))
+    assert torch.equal(flat(model.parameters()), before)
+
+
+def test_attaching_a_second_trajectory_replaces_the_first(tmp_path):
+    model = mlp()
+    opt = build_optimizer(OptimizerConfig(name="mezo", lr=1e-3), list(model.named_parameters()), seed=0)
+    first = TrajectoryWriter(tmp_path / "a.bin", opt)
+    opt.attach_trajectory(first)
+    opt.step(regression_closure(model))
+    second = TrajectoryWriter(tmp_path / "b.bin", opt)  # starts at step 1
+    opt.attach_trajectory(second)
+    opt.step(regression_closure(model))
+    first.close()
+    second.close()
+    assert len(read_trajectory(tmp_path / "a.bin")) == 1 and len(read_trajectory(tmp_path / "b.bin")) == 1

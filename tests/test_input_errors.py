@@ -378,3 +378,15 @@ def test_zoft_replay_cli_step_out_of_range_exits_2(trajectory, tmp_path):
     assert proc.stderr.strip() == (f"error: --step 99999 is out of range: {trajectory} has {STEPS} recorded steps; "
                                    f"pass 0..{STEPS} (the number of steps to apply; 0 = the base model)")
     assert not (tmp_path / "out").exists()
+
+
+def test_optimizer_kernel_of_earlier_versions_points_to_mode_kernel(tmp_path):
+    """On the command line (before Hydra) and through validate (a saved config, default_config)."""
+    from zoft.config.validate import validate
+    from zoft.run import default_config
+
+    proc = run_train(["optimizer=kernel", f"output_dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2 and "mode=kernel" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ZoftUserError, match="mode=kernel"):
+        validate(default_config(optimizer={"name": "kernel"}, task={"name": "demo"}))

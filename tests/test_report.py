@@ -155,3 +155,13 @@ def test_joblib_multirun_with_failing_jobs_then_report_table_csv_and_plots(tmp_p
     for name in pngs:
         height, width = matplotlib.image.imread(out / name).shape[:2]
         assert height >= 400 and width >= 600
+
+
+def test_kernel_runs_get_their_own_row_label():
+    from zoft.report.runs import method_label
+
+    kernel = {"mode": {"name": "kernel"}, "method": {"name": "ft"}, "optimizer": {"name": "mezo"},
+              "task": {"name": "sst-2-kshot"},
+              "kernel": {"formula": "signgd", "solver": "lstsq"}}
+    assert method_label(kernel) == "Kernel (signgd, lstsq)"
+    assert method_label({**kernel, "mode": {"name": "train"}}) == "MeZO"

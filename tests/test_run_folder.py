@@ -352,3 +352,12 @@ def test_a_stop_signal_checkpoints_and_the_rerun_resumes_to_the_straight_run(tmp
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-2000:]
     assert _assert_same_run(tmp_path, straight_run, status)["resumed"] == 1
+
+
+def test_a_folder_written_before_the_mode_group_existed_still_resumes():
+    """results.json of earlier versions has no ``mode``: it meant mode=train."""
+    from zoft.rundir import differences
+
+    old = {"model": {"name": "tiny-opt"}, "optimizer": {"name": "mezo", "lr": 1e-3}}
+    assert differences(old, {**old, "mode": {"name": "train"}}) == []
+    assert differences(old, {**old, "mode": {"name": "kernel"}}) == ["mode.name: 'train' -> 'kernel'"]

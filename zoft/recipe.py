@@ -306,7 +306,11 @@ def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
     metric = "accuracy" if "test_accuracy" in metrics else next(
         (k.split("_", 1)[1] for k in metrics if k.startswith("test_") and k != "test_loss"), "loss")
     head = f"{cfg.task.name} / {cfg.model.name} / method={cfg.method.name}"
-    lines = [head if cfg.method.name in EVAL_ONLY else f"{head} optimizer={cfg.optimizer.name}"]
+    if cfg.mode.name == "kernel":
+        head += f" mode=kernel (kernel.formula={cfg.kernel.formula}, kernel.solver={cfg.kernel.solver})"
+    elif cfg.method.name not in EVAL_ONLY:
+        head += f" optimizer={cfg.optimizer.name}"
+    lines = [head]
     for split in ("dev", "test"):
         before = metrics.get(f"initial_{split}_{metric}")
         after = metrics.get(f"{split}_{metric}")

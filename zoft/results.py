@@ -13,10 +13,6 @@ from typing import Any, Optional
 
 from zoft.outputs import write_json
 
-# Statuses a run ends in (``running`` while an attempt is under way).
-STOPPED_BY_SIGNAL = ("interrupted", "preempted")
-
-
 @dataclass
 class RunResults:
     """The record of one run (one attempt, with what earlier attempts carried over)."""

@@ -140,9 +140,15 @@ def _is_safe(key: str) -> bool:
     return any(key == s or key.startswith(s + ".") for s in SAFE_TO_CHANGE)
 
 
+# Keys that later versions added, with the value an older record meant by leaving them out.
+ADDED_KEYS = {"mode.name": "train"}
+
+
 def run_defining(config: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config without :data:`SAFE_TO_CHANGE` keys."""
-    return {k: v for k, v in flatten(config).items() if not _is_safe(k)}
+    """The flattened config without :data:`SAFE_TO_CHANGE` keys (a key added by a later
+    version reads as its default in an older record, so old run folders still resume)."""
+    flat = {**ADDED_KEYS, **flatten(config)}
+    return {k: v for k, v in flat.items() if not _is_safe(k)}
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

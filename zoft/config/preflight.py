@@ -9,7 +9,8 @@ from typing import Optional, Sequence
 
 
 # Options that moved to another group, with where they went.
-MOVED = {("optimizer", "kernel"): "The kernel view is a mode of its own: mode=kernel (settings: kernel.*)."}
+MOVED = {("optimizer", "kernel"): "The kernel view is a mode of its own: mode=kernel (settings: kernel.*; "
+                                  "see docs/kernels.md)."}
 
 
 def unknown_group_choice(argv: Sequence[str], conf_dir: Path) -> Optional[str]:

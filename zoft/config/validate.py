@@ -110,7 +110,11 @@ def _check_mode(problems: list[str], cfg: DictConfig) -> None:
 
 def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
     o = cfg.optimizer
-    _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS))
+    if o.name == "kernel":
+        problems.append("optimizer.name='kernel' is not an optimizer: the kernel view is a mode of its own, "
+                        "mode=kernel (settings: kernel.*; see docs/kernels.md)")
+    else:
+        _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS))
     if is_zeroth_order_name(o.name):
         _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
         _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)

@@ -70,6 +70,9 @@ class MeZO(torch.optim.Optimizer):
     """
 
     zeroth_order = True
+    # Whether estimate() can accumulate micro-batches: true for two-point SPSA; estimators with
+    # their own probe (FZOO, HiZOO, one-point, ZO-SGD-Cons) take whole batches through step().
+    accumulates = True
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class MeZO(torch.optim.Optimizer):
         self.last_record: Optional[tuple[int, float, list[float]]] = None  # (step, lr, scalars) of the last step
         self.sampler = DirectionSampler(direction, self.seed, threads)
         self.trajectory = None  # a zoft.optim.trajectory.TrajectoryWriter, when recording
+        self._trajectory_hook = None
         self._pending: Optional[list[float]] = None  # micro-batch sums of this step's estimates
         shadow = {id(p): (i, p) for _, i, p in self._params() if self._is_shadow(p)}
         if shadow and model is None:
@@ -205,12 +209,13 @@ class MeZO(torch.optim.Optimizer):
         """Anything an estimator decides once per step, before probing (a mask, n_t)."""
 
     def _check_record(self, scalars: Sequence[float]) -> None:
-        if len(scalars) != self.record_size():
+        if len(scalars) != self.scalars_per_step():
             raise ValueError(f"replay got {len(scalars)} projected gradients; {type(self).__name__} records "
-                             f"{self.record_size()} per step (n_directions={self.n_directions})")
+                             f"{self.scalars_per_step()} per step (n_directions={self.n_directions})")
 
-    def record_size(self) -> int:
-        """Scalars :meth:`replay` takes per step."""
+    def scalars_per_step(self) -> int:
+        """Scalars :meth:`replay` takes per step (the trajectory's ``record_width`` may be larger:
+        scheduled n-SPSA pads its records to the largest n)."""
         return self.n_directions
 
     def trajectory_record(self, scalars: Sequence[float]) -> list[float]:
@@ -235,6 +240,9 @@ class MeZO(torch.optim.Optimizer):
         :meth:`step` without a closure applies the update."""
         if closure is None:
             raise ValueError("MeZO needs a closure that returns the loss")
+        if not self.accumulates:
+            raise ValueError(f"{type(self).__name__} does not accumulate micro-batches with estimate(); call "
+                             "step(closure) with a closure that evaluates the whole batch")
         if self._pending is not None and self.trajectory is not None:
             raise ValueError("a recorded trajectory replays one estimate per step; accumulate "
                              "micro-batches inside the closure instead")
@@ -263,8 +271,11 @@ class MeZO(torch.optim.Optimizer):
         """Append (step, lr, recorded scalars) of every following :meth:`step` to ``writer``: a
         step post-hook (``torch.optim.Optimizer.register_step_post_hook``); replayed steps are
         not recorded."""
+        if self._trajectory_hook is not None:  # one writer at a time
+            self._trajectory_hook.remove()
         self.trajectory = writer
-        self.register_step_post_hook(lambda optimizer, args, kwargs: writer.record(*optimizer.last_record))
+        self._trajectory_hook = self.register_step_post_hook(
+            lambda optimizer, args, kwargs: writer.record(*optimizer.last_record))
 
     # -- state -----------------------------------------------------------------------------
     def _zo_state(self) -> dict:

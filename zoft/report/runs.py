@@ -75,6 +75,9 @@ def method_label(config: dict[str, Any]) -> str:
     """The paper's row name for a run: "MeZO", "MeZO (LoRA)", "MeZO-Adam", "FT (prefix)", "LP", ..."""
     method = config["method"]["name"]
     optimizer = config["optimizer"]["name"]
+    if config.get("mode", {}).get("name") == "kernel" or optimizer == "kernel":  # (optimizer=kernel: older runs)
+        kernel = config.get("kernel", {})
+        return f"Kernel ({kernel.get('formula', 'sgd')}, {kernel.get('solver', 'logistic')})"
     if method in EVAL_ONLY_LABELS:
         return EVAL_ONLY_LABELS[method]
     base = ZO_LABELS.get(optimizer, "FT")

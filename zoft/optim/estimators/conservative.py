@@ -54,6 +54,8 @@ class ZOConservative(MeZO):
     ``last_step_sign`` is s of the last step (1 descent, -1 ascent side, 0 rejected).
     """
 
+    accumulates = False  # its own probe: whole batches through step()
+
     def __init__(self, params: Iterable, model: Optional[torch.nn.Module] = None, **kwargs) -> None:
         super().__init__(params, model=model, **kwargs)
         if model is None:
@@ -107,3 +109,5 @@ class ZOConservative(MeZO):
     def _descend(self, signed: Sequence[float]) -> None:
         if any(g != 0.0 for g in signed):
             super()._descend(signed)
+        else:
+            self.weights.restore()  # no step (s = 0): the weights must still be back at theta

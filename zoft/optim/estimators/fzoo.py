@@ -34,6 +34,8 @@ class FZOO(MeZO):
     """FZOO (``optimizer=fzoo``); ``n_directions`` is N (>= 2), ``direction`` defaults to
     Rademacher as in the paper. Other arguments as :class:`zoft.optim.MeZO`."""
 
+    accumulates = False  # its own probe: whole batches through step()
+
     def __init__(self, params: Iterable, n_directions: int = 8, direction: str = "rademacher", **kwargs) -> None:
         if n_directions < 2:
             raise ValueError(f"FZOO n_directions={n_directions} must be >= 2 (sigma is the std of the N losses)")

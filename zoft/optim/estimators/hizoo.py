@@ -48,6 +48,8 @@ class HiZOO(MeZO):
         hessian_smooth: alpha, the EMA rate of the diagonal Hessian.
     """
 
+    accumulates = False  # its own probe: whole batches through step()
+
     record_width = 2  # (g, h) per step in the trajectory
     forward_passes_per_step = 3
 
@@ -71,7 +73,7 @@ class HiZOO(MeZO):
             state["hessian"] = torch.ones(p.shape, dtype=torch.float32, device=p.device)
         return state["hessian"]
 
-    def record_size(self) -> int:
+    def scalars_per_step(self) -> int:
         return 2  # (g, h)
 
     def projected_grads_of(self, scalars: Sequence[float]) -> list[float]:

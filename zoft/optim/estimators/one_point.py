@@ -23,6 +23,8 @@ from zoft.optim.mezo import MeZO, _f32, _loss
 class OnePointZO(MeZO):
     """Residual-feedback one-point ZO-SGD (``optimizer=mezo-one-point``); one direction per step."""
 
+    accumulates = False  # its own probe: whole batches through step()
+
     forward_passes_per_step = 1
 
     def __init__(self, params, **kwargs) -> None:
