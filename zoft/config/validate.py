@@ -11,6 +11,7 @@ from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, M
                                  MODEL_FAMILIES, MODEL_KINDS, PERTURBATIONS, PRECISIONS, SCHEDULERS, STRATEGIES)
 from zoft.config.bounds import number_problems, unknown_keys
 from zoft.config.kernel_checks import kernel_problems
+from zoft.config.preflight import MOVED
 from zoft.errors import ZoftUserError
 from zoft.lmbff.settings import check_masked_config
 from zoft.loggers import LOGGERS
@@ -110,9 +111,8 @@ def _check_mode(problems: list[str], cfg: DictConfig) -> None:
 
 def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
     o = cfg.optimizer
-    if o.name == "kernel":
-        problems.append("optimizer.name='kernel' is not an optimizer: the kernel view is a mode of its own, "
-                        "mode=kernel (settings: kernel.*; see docs/kernels.md)")
+    if ("optimizer", o.name) in MOVED:
+        problems.append(f"optimizer.name={o.name!r} is not an optimizer. {MOVED[('optimizer', o.name)]}")
     else:
         _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS))
     if is_zeroth_order_name(o.name):

@@ -172,8 +172,8 @@ class DirectionSampler:
         for dst, src, index, beta, terms in jobs:
             if beta == 1.0 and all(t.alpha == 0.0 for t in terms) and src is None:
                 continue
-            for c, (d, s) in enumerate(chunked([dst, dst if src is None else src])):
-                work.append((d, None if src is None else s, index, c, beta, terms))
+            for c, views in enumerate(chunked([dst] if src is None else [dst, src])):
+                work.append((views[0], views[1] if src is not None else None, index, c, beta, terms))
         on_cpu = all(w[0].device.type == "cpu" for w in work)
         self.run_chunks(work, lambda w: self._apply_chunk(*w), on_cpu)
 

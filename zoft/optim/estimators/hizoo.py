@@ -74,7 +74,7 @@ class HiZOO(MeZO):
         return state["hessian"]
 
     def scalars_per_step(self) -> int:
-        return 2  # (g, h)
+        return self.record_width  # (g, h), as recorded
 
     def projected_grads_of(self, scalars: Sequence[float]) -> list[float]:
         return list(scalars[:1])  # g; h is the curvature term
