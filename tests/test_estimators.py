@@ -426,3 +426,29 @@ def test_attaching_a_second_trajectory_replaces_the_first(tmp_path):
     first.close()
     second.close()
     assert len(read_trajectory(tmp_path / "a.bin")) == 1 and len(read_trajectory(tmp_path / "b.bin")) == 1
+
+
+def test_max_zo_forward_steps_stops_when_the_forward_passes_are_spent(tmp_path):
+    """trainer.max_zo_forward_steps (the original's --max_zo_forward_steps) ends a zeroth-order
+    run at the first step whose forward passes reach it, counted as the estimator spends them
+    (FZOO N = 4: 5 per step, so a budget of 12 ends after step 3, at 15); that step is evaluated
+    as the last one."""
+    import json
+
+    from zoft.run import run
+
+    overrides = FAST + ["optimizer=fzoo", "optimizer.n_directions=4", "trainer.max_steps=50",
+                        "trainer.max_zo_forward_steps=12", "trainer.eval_steps=0", f"output_dir={tmp_path}"]
+    results = run(compose_config(overrides))
+    assert results["status"] == "completed"
+    assert results["training"]["steps"] == 3 and results["training"]["forward_passes"] == 15
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "dev_loss" in r] == [3]  # the end-of-training evaluation
+
+
+def test_max_zo_forward_steps_does_not_limit_first_order_training(tmp_path):
+    from zoft.run import run
+
+    cfg = compose_config(FAST + ["optimizer=sgd", "trainer.max_steps=4", "trainer.max_zo_forward_steps=1",
+                                 "trainer.eval_steps=0", f"output_dir={tmp_path}"])
+    assert run(cfg)["training"]["steps"] == 4

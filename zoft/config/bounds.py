@@ -57,6 +57,7 @@ RULES: dict[str, tuple[str, str]] = {
     "optimizer.lowrank_interval": (">=1", "steps between resamplings of V"),
     "trainer.max_steps": (">=0", "optimizer steps"),
     "trainer.num_epochs": (">0", "epochs (null: use max_steps)"),
+    "trainer.max_zo_forward_steps": (">=0", "zeroth-order forward passes before stopping (0: no limit)"),
     "trainer.batch_size": (">=1", "examples per step"),
     "trainer.eval_batch_size": (">=1", "examples per evaluation batch"),
     "trainer.grad_accum": (">=1", "micro-batches per step"),

@@ -131,6 +131,9 @@ class OptimizerConfig:
 class TrainerConfig:
     max_steps: int = 1000
     num_epochs: Optional[float] = None  # when set, overrides max_steps
+    # Zeroth-order runs also stop once they have spent this many forward passes (0: no limit;
+    # the original's --max_zo_forward_steps). Counted as the estimator spends them.
+    max_zo_forward_steps: int = 0
     batch_size: int = 16
     eval_batch_size: int = 32
     grad_accum: int = 1

@@ -290,6 +290,8 @@ class Trainer:
                         run.roll_back(step, reason)
                         continue
                     run.count_step(step, len(batch), self._forward_passes_per_step())
+                    if run.forward_budget_spent():
+                        run.steps = step  # this step is the last: evaluated as the end of training
                     self._log_step(run, step)
                     if dev_items and ((run.every and step % run.every == 0) or step == run.steps):
                         self._evaluate_and_keep_best(run, step)
@@ -365,6 +367,10 @@ class _Run:
         self.checkpoint_every = checkpoint_interval(cfg, self.steps, self.every)
         self.metrics_path = trainer.run_dir / "metrics.jsonl"
         self.state = trainer._resume(self.metrics_path) if resume else LoopState()
+        # A zeroth-order forward-pass budget (trainer.max_zo_forward_steps) ends the run early.
+        self.forward_budget = cfg.max_zo_forward_steps if trainer.zeroth_order else 0
+        if self.forward_budget_spent():  # resumed after the budget ran out: nothing left to do
+            self.steps = self.state.step
         self.metrics_log = self._open_log()
         self.key = "loss" if cfg.select_by == "loss" else trainer.objective.metric
         self.grad_history: list[float] = []
@@ -384,6 +390,9 @@ class _Run:
         self.metrics_log.write(row)
         if self.trainer.on_log:
             self.trainer.on_log(row)
+
+    def forward_budget_spent(self) -> bool:
+        return bool(self.forward_budget) and self.state.forward_passes >= self.forward_budget
 
     def count_step(self, step: int, examples: int, forward_passes: int) -> None:
         self.state.step = step
