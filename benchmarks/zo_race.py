@@ -15,7 +15,7 @@ peak of one inference forward, measured with torch's MemTracker on a small OPT m
 the last printed line is one JSON object.
 
 Forward passes are counted as the estimator does them (FZOO: N + 1 per step, HiZOO: 3,
-ZO-SGD-Cons: 2n + 3, one-point: 1), from ``forward_passes_per_step`` where the optimizer has it.
+ZO-SGD-Cons: 2n + 3, one-point: 1, forward gradient: 2 per jvp), from ``forward_passes_per_step`` where the optimizer has it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ TINY_GRIDS = {  # the grids of the measured table in docs/estimators.md
     "mezo-nspsa": (5e-4, 1e-3, 2e-3),
     "lozo": (5e-4, 1e-3, 2e-3),
     "subzero": (1e-3, 2e-3, 4e-3),
+    "forward-grad": (1e-3, 2e-3, 4e-3),  # MeZO's estimate at eps -> 0: MeZO's LR scale
 }
 # Real (minilm-l6, SST-2 k=16): MeZO's real-encoder grid (benchmarks/real_encoder.py) scaled alike.
 REAL_GRIDS = {name: tuple(lr * 1.5 for lr in grid) for name, grid in TINY_GRIDS.items()}
@@ -155,16 +156,31 @@ def memory_ratio(name: str) -> float:
     ids = torch.randint(4, 2048, (1, 32), generator=torch.Generator().manual_seed(0))
 
     trackers: list = []
+    # Forward gradient's jvp needs tensors that can carry tangents: no_grad, not inference_mode.
+    mode = [torch.inference_mode]
 
     def loss():
         if trackers:
             trackers[-1].reset_mod_stats()  # the step runs the model several times
-        with torch.inference_mode():
+        with mode[0]():
             logits = model(input_ids=ids).logits[:, :-1]
             return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
+    class ForwardOnlyTracker(MemTracker):
+        """MemTracker without gradient hooks: a forward-only step makes no backprop gradients
+        (a .grad that exists is still counted), and the dual tensors that forward gradient
+        substitutes for the weights accept no hooks. Its closure module wraps the model, so
+        the per-forward reset happens inside a module's forward."""
+
+        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+            return super()._track_module_params_and_buffers(module, install_grad_hooks=False)
+
+        def _post_fw_hook(self, module, inputs, outputs):
+            if module in self.memory_tracking:  # not a module entered before the last reset
+                super()._post_fw_hook(module, inputs, outputs)
+
     def peak(fn) -> float:
-        tracker = MemTracker()
+        tracker = ForwardOnlyTracker()
         tracker.track_external(model)
         trackers.append(tracker)
         with tracker:
@@ -175,6 +191,8 @@ def memory_ratio(name: str) -> float:
     inference = peak(loss)
     settings = _compose([f"optimizer={name}", f"optimizer.lr=1e-6", "optimizer.eps=1e-3"]).optimizer
     opt = build_optimizer(settings, list(model.named_parameters()), seed=0, model=model)
+    if getattr(opt, "needs_loss_tensor", False):
+        mode[0] = torch.no_grad
     opt.step(loss)  # state allocated lazily: the second step is the steady state
     return peak(lambda: opt.step(loss)) / inference
 

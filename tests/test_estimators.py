@@ -14,15 +14,16 @@ import torch
 from conftest import FAST, compose_config
 from test_mezo import flat, lm_closure, mlp, regression_closure, tiny_opt
 from zoft.config.schema import OptimizerConfig
+from zoft.config.validate import ConfigError
 from zoft.optim.build import build_optimizer
-from zoft.optim.estimators import (FZOO, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum,
+from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum,
                                    ZOSign)
 from zoft.optim.estimators.nspsa import samples_at
 from zoft.optim.registry import OPTIMIZERS
 from zoft.optim.trajectory import TrajectoryWriter, read_trajectory, replay_into
 
 NAMES = ["zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons", "fzoo", "hizoo", "sparse-mezo", "mezo-one-point", "mezo-nspsa",
-         "lozo", "subzero"]
+         "lozo", "subzero", "forward-grad"]
 
 
 # -- independent computations ------------------------------------------------------------------
@@ -241,6 +242,53 @@ def test_low_rank_step_moves_each_matrix_along_its_rank_r_direction(kind):
         torch.testing.assert_close(u @ (u.T @ left), left, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_forward_gradient_step_is_the_autograd_directional_derivative_along_z(n):
+    """g_k = <grad L, z_k> (autograd's gradient dotted with the seeded direction, by hand);
+    theta <- (1 - lr wd) theta - lr/n sum_k g_k z_k."""
+    model, lr, wd = tiny_opt(torch.float64), 1e-3, 0.1
+    closure = lm_closure(model)
+    params = list(model.parameters())
+    grad = torch.autograd.grad(closure(), params)
+    theta = params_of(model)
+    opt = ForwardGradient(model.parameters(), lr=lr, weight_decay=wd, n_directions=n, seed=3, model=model)
+    directions = [zs(opt, 0, k) for k in range(n)]
+    expected = [sum(float((g * z).sum()) for g, z in zip(grad, d)) for d in directions]
+    names = [f"model.{name}" for name, _ in model.named_parameters()]
+    call = _Call(model, closure)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):  # fused kernels have no jvp
+        _, by_func = torch.func.jvp(lambda *t: torch.func.functional_call(call, dict(zip(names, t)), ()),
+                                    tuple(p.detach() for p in params), tuple(directions[0]))
+    assert float(by_func) == pytest.approx(expected[0], rel=1e-9)  # torch.func.jvp agrees with autograd
+    opt.step(closure)
+    assert opt.last_projected_grads == pytest.approx(expected, rel=1e-6)
+    update = [(1 - lr * wd) * t - lr / n * sum(opt.last_projected_grads[k] * d[i] for k, d in enumerate(directions))
+              for i, t in enumerate(theta)]
+    close(model.parameters(), update, atol=1e-10)
+
+
+class _Call(torch.nn.Module):
+    """The closure as a module holding the model (for ``torch.func.functional_call``)."""
+
+    def __init__(self, model, closure):
+        super().__init__()
+        self.model, self.closure = model, closure
+
+    def forward(self):
+        return self.closure()
+
+
+def test_forward_gradient_refuses_a_loss_that_is_not_a_tensor_and_needs_the_model():
+    model = mlp()
+    with pytest.raises(ValueError, match="needs the model"):
+        ForwardGradient(model.parameters(), lr=1e-3)
+    opt = ForwardGradient(model.parameters(), lr=1e-3, model=model)
+    before = flat(model.parameters())
+    with pytest.raises(TypeError, match="must return the loss as a tensor"):
+        opt.step(lambda: float(regression_closure(model)()))
+    assert torch.equal(flat(model.parameters()), before)
+
+
 # -- statistics against autograd ---------------------------------------------------------------
 def _mean_update(make, steps, target=None):
     """Cosine between the summed updates of ``steps`` tiny-LR steps and -grad (theta ~ fixed)."""
@@ -272,6 +320,7 @@ def test_estimates_point_along_the_gradient_on_average():
     mask = lambda opt: torch.cat([opt.mask_of(i).reshape(-1).double() for i in range(len(opt._params()))])
     assert _mean_update(lambda p, m: SparseMeZO(p, sparsity=0.5, seed=1, model=m, **tiny), 2000, mask) > 0.9
     assert _mean_update(lambda p, m: ZOSign(p, seed=1, lr=1e-9, eps=1e-5), 2000) > 0.5
+    assert _mean_update(lambda p, m: ForwardGradient(p, seed=1, lr=1e-9, model=m), 500) > 0.9  # unbiased, no eps
     # Low rank, factors redrawn every step: E[D <grad, D>] = r grad (LOZO), grad (SubZero).
     for kind in ("lozo", "subzero"):
         assert _mean_update(lambda p, m: LowRankZO(p, kind=kind, rank=2, interval=1, seed=1, **tiny), 2000) > 0.85
@@ -350,6 +399,7 @@ LEARNING = {
     "fzoo": (3e-2, 300, 0.5), "hizoo": (3e-2, 300, 0.75), "sparse-mezo": (3e-2, 300, 0.85),
     "mezo-one-point": (1e-3, 1500, 0.9), "mezo-nspsa": (3e-2, 300, 0.75),
     "lozo": (1e-2, 300, 0.8), "subzero": (1e-2, 300, 0.9),  # measured 0.66 and 0.80
+    "forward-grad": (3e-2, 300, 0.75),
 }
 
 
@@ -398,6 +448,11 @@ def test_other_methods_and_the_metric_objective(tmp_path, name, extra):
 
     cfg = compose_config(FAST + [f"optimizer={name}", *extra, "trainer.max_steps=2", "trainer.eval_steps=0",
                                  f"output_dir={tmp_path}"])
+    if name == "forward-grad" and "task.objective=metric" in extra:
+        # Forward-mode AD needs a differentiable loss: refused before anything runs.
+        with pytest.raises(ConfigError, match="task.objective=metric has no gradient.*not optimizer='forward-grad'"):
+            run(cfg)
+        return
     assert run(cfg)["status"] == "completed"
 
 

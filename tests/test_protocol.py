@@ -82,6 +82,7 @@ GOLDEN = [
     (f"method=ft optimizer=zo-sgd-sign {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # ZO-Bench
     (f"method=ft optimizer=zo-sgd-mmt {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
     (f"method=ft optimizer=zo-sgd-cons {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
+    (f"method=ft optimizer=forward-grad {OPT13}", {**OPT_MEZO, "lr": 5e-7}),  # ZO-Bench forward_grad sweep
     (f"method=ft optimizer=fzoo {OPT13}", {**OPT_MEZO, "lr": 5e-5, "eps": 1e-4}),  # FZOO README
     (f"method=ft optimizer=hizoo {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # HiZOO README
     (f"method=lora optimizer=hizoo {OPT13}", {**OPT_MEZO, "lr": 1e-5, "eps": 1e-2}),

@@ -79,6 +79,8 @@ PAPER_GRIDS = {
     # zoft.optim.estimators on OPT (grids of their authors' code; see each sweep file)
     **{f"opt-{n}": ({"optimizer.lr": {1e-5, 1e-6, 1e-7, 1e-8}, "optimizer.eps": {1e-2, 1e-3, 1e-4}}, "ft", n,
                     {"optimizer.weight_decay": 0.0}, ZO_OPT) for n in ("zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons")},
+    "opt-forward-grad": ({"optimizer.lr": {1e-5, 1e-6, 5e-7, 1e-7, 1e-8}}, "ft", "forward-grad",
+                         {"optimizer.weight_decay": 0.0}, ZO_OPT),
     "opt-fzoo": ({"optimizer.lr": {1e-4, 5e-5, 2.5e-5}}, "ft", "fzoo",
                  {"optimizer.eps": 1e-4, "optimizer.n_directions": 8}, {"batch_size": 16}),
     "opt-hizoo": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", "hizoo",
@@ -97,6 +99,7 @@ PAPER_SIZES = {
     "roberta-ft-sgd-k512": 75, "roberta-ft-prefix": 90, "roberta-ft-lora": 90, "roberta-ablation": 120,
     "opt-zo-sgd-sign": 12, "opt-zo-sgd-mmt": 12, "opt-zo-sgd-cons": 12, "opt-fzoo": 3, "opt-hizoo": 2,
     "opt-sparse-mezo": 2, "opt-mezo-one-point": 2, "opt-mezo-nspsa": 2, "opt-lozo": 8, "opt-subzero": 2,
+    "opt-forward-grad": 5,
 }
 NOT_GRIDS = {"optuna-mezo"}  # a search space, not a paper grid
 

@@ -17,7 +17,7 @@ from zoft.lmbff.settings import check_masked_config
 from zoft.loggers import LOGGERS
 from zoft.loggers import MODES as LOGGER_MODES
 from zoft.tasks import get_task
-from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, zeroth_order_names
+from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, takes_metric_objective, zeroth_order_names
 
 
 class ConfigError(ZoftUserError, ValueError):
@@ -44,9 +44,10 @@ def _check_opt_task_options(problems: list[str], cfg: DictConfig, spec) -> None:
         if spec.kind == "generation" or spec.template.encode_sfc is None:
             problems.append(f"{flag}=true but task {spec.name!r} has no calibration (SFC) prompt; "
                             "set it to false (SFC exists for the classification and multiple-choice tasks)")
-    if t.objective == "metric" and cfg.method.name not in EVAL_ONLY and not is_zeroth_order_name(cfg.optimizer.name):
-        problems.append(f"task.objective=metric has no gradient; it needs a zeroth-order optimizer "
-                        f"({', '.join(zeroth_order_names())}), not optimizer={cfg.optimizer.name!r}")
+    if t.objective == "metric" and cfg.method.name not in EVAL_ONLY and not takes_metric_objective(cfg.optimizer.name):
+        valid = [n for n in zeroth_order_names() if takes_metric_objective(n)]
+        problems.append(f"task.objective=metric has no gradient; it needs an optimizer that uses loss values only "
+                        f"({', '.join(valid)}), not optimizer={cfg.optimizer.name!r}")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from zoft.config.choices import SCHEDULERS
-from zoft.optim.estimators import (FZOO, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
+from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
                                    ZOMomentum, ZOSign)
 from zoft.optim.mezo import MeZO, ZOFirstOrder
 from zoft.optim.registry import OPTIMIZERS
@@ -92,6 +92,10 @@ def _low_rank(cfg, groups, seed, model):
                      **_zo_settings(cfg, seed, model))
 
 
+def _forward_grad(cfg, groups, seed, model):
+    return ForwardGradient(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+
+
 # One constructor per registered optimizer (zoft.optim.registry), called as
 # fn(cfg, param_groups, seed, model).
 BUILDERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "mezo": _mezo,
@@ -99,7 +103,8 @@ BUILDERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "mezo": _mezo,
                                  "zo-sgd-sign": _zo_sign, "zo-sgd-mmt": _zo_momentum,
                                  "zo-sgd-cons": _zo_conservative, "fzoo": _fzoo, "hizoo": _hizoo,
                                  "sparse-mezo": _sparse_mezo, "mezo-one-point": _one_point,
-                                 "mezo-nspsa": _nspsa, "lozo": _low_rank, "subzero": _low_rank}
+                                 "mezo-nspsa": _nspsa, "lozo": _low_rank, "subzero": _low_rank,
+                                 "forward-grad": _forward_grad}
 
 
 def build_optimizer(cfg: OptimizerConfig, named: Sequence[tuple[str, torch.nn.Parameter]], seed: int,

@@ -20,12 +20,16 @@ class OptimizerRecord:
     also works with non-differentiable objectives and never builds an autograd graph.
     ``parameter_state``: parameter-sized tensors the optimizer keeps (besides the weights), as
     said in the memory tables; "none" means inference-level memory.
+    ``forward_mode``: the update differentiates the loss by forward-mode AD (forward gradient):
+    forward passes only, like the zeroth-order optimizers, but the objective must be
+    differentiable (``task.objective=metric`` is refused).
     """
 
     name: str
     zeroth_order: bool
     summary: str
     parameter_state: str = "none"
+    forward_mode: bool = False
 
 
 OPTIMIZERS: dict[str, OptimizerRecord] = {}
@@ -50,6 +54,12 @@ def optimizer_record(name: str) -> OptimizerRecord:
 def zeroth_order_names() -> tuple[str, ...]:
     """Every registered zeroth-order optimizer, in registration order."""
     return tuple(name for name, record in OPTIMIZERS.items() if record.zeroth_order)
+
+
+def takes_metric_objective(name: str) -> bool:
+    """True when ``name`` can train on a non-differentiable objective (loss values only)."""
+    record = OPTIMIZERS.get(name)
+    return bool(record and record.zeroth_order and not record.forward_mode)
 
 
 def is_zeroth_order_name(name: str) -> bool:
@@ -85,3 +95,6 @@ register_optimizer(OptimizerRecord("lozo", True, "LOZO: rank-r perturbations U V
                                    "every nu steps", "factors only (r (m + n) per matrix)"))
 register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z V^T in random orthonormal "
                                    "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)"))
+register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the exact directional derivative along "
+                                   "the seeded direction by torch.func.jvp (no eps)",
+                                   "the tangent (1x the trainable weights, during the step)", forward_mode=True))

@@ -125,6 +125,9 @@ class Trainer:
         # Several processes: each evaluates its shard of every batch; only rank 0 writes files.
         self.parallel = parallel or Parallel()
         self.zeroth_order = is_zeroth_order(optimizer)
+        if getattr(optimizer, "needs_loss_tensor", False) and self.parallel.active:
+            raise DistributedError(f"{type(optimizer).__name__} differentiates the loss by forward-mode AD in one "
+                                   "process; run it without distributed.strategy (a single process)")
         # Clipping applies to backprop gradients only (MeZO has no .grad).
         self.max_grad_norm = None if self.zeroth_order else max_grad_norm
         # Forward passes autocast when the precision plan says so (fp32 master weights, "amp");
@@ -150,6 +153,15 @@ class Trainer:
         # example-weighted loss as one process evaluating the whole batch.
         weights = [len(mb) / len(batch) for mb in micro]
         params = [p for _, p in self.trainable]
+
+        if self.zeroth_order and getattr(self.optimizer, "needs_loss_tensor", False):
+            # Forward-mode AD (forward gradient): the loss stays a tensor for the jvp, and no
+            # backward graph is recorded (no_grad; inference tensors would refuse the tangents).
+            def tensor_closure() -> torch.Tensor:
+                with torch.no_grad(), self.precision.autocast(self.device):
+                    return sum((w * self.objective.loss(self.model, mb).float() for w, mb in zip(weights, micro)),
+                               torch.zeros((), dtype=torch.float32, device=self.device))
+            return tensor_closure
 
         if self.zeroth_order:
             def zo_closure() -> torch.Tensor:

@@ -3,6 +3,7 @@ engine (:mod:`zoft.optim.directions`): usable like :class:`zoft.optim.MeZO` in z
 (``optimizer=<name>``) or in a loop of one's own (``opt.step(closure)``)."""
 
 from zoft.optim.estimators.conservative import ZOConservative
+from zoft.optim.estimators.forward_grad import ForwardGradient
 from zoft.optim.estimators.fzoo import FZOO
 from zoft.optim.estimators.hizoo import HiZOO
 from zoft.optim.estimators.lowrank import LowRankZO
@@ -12,4 +13,4 @@ from zoft.optim.estimators.one_point import OnePointZO
 from zoft.optim.estimators.sign import ZOSign
 from zoft.optim.estimators.sparse import SparseMeZO
 
-__all__ = ["FZOO", "HiZOO", "LowRankZO", "OnePointZO", "ScheduledSPSA", "SparseMeZO", "ZOConservative", "ZOMomentum", "ZOSign"]
+__all__ = ["FZOO", "ForwardGradient", "HiZOO", "LowRankZO", "OnePointZO", "ScheduledSPSA", "SparseMeZO", "ZOConservative", "ZOMomentum", "ZOSign"]
