@@ -91,6 +91,8 @@ GOLDEN = [
     (f"method=ft optimizer=sparse-mezo {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
     (f"method=ft optimizer=mezo-one-point {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
     (f"method=ft optimizer=mezo-nspsa {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),
+    (f"method=ft optimizer=mezo-norm {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # Appendix B: MeZO's values
+    (f"method=ft optimizer=mezo-norm {RB}", {**RB_MEZO, "lr": 1e-6}),
     # Tiny models: the family's protocol with demo-sized budgets.
     ("", {**OPT_MEZO, "steps": 2500, "lr": 2e-3}),  # the demo
     ("experiment=demo", {**OPT_MEZO, "steps": 2500, "lr": 2e-3}),

@@ -79,6 +79,9 @@ PAPER_GRIDS = {
     # zoft.optim.estimators on OPT (grids of their authors' code; see each sweep file)
     **{f"opt-{n}": ({"optimizer.lr": {1e-5, 1e-6, 1e-7, 1e-8}, "optimizer.eps": {1e-2, 1e-3, 1e-4}}, "ft", n,
                     {"optimizer.weight_decay": 0.0}, ZO_OPT) for n in ("zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons")},
+    "roberta-mezo-norm": ({"optimizer.lr": {1e-7, 1e-6, 1e-5}, "optimizer.zo_variant": {"param_norm", "grad_norm"},
+                           "task.sample_seed": DATA_SEEDS}, "ft", "mezo-norm",
+                          {"optimizer.eps": 1e-3, "optimizer.weight_decay": 0.0, "task.k": 16}, RB_MEZO),
     "opt-forward-grad": ({"optimizer.lr": {1e-5, 1e-6, 5e-7, 1e-7, 1e-8}}, "ft", "forward-grad",
                          {"optimizer.weight_decay": 0.0}, ZO_OPT),
     "opt-fzoo": ({"optimizer.lr": {1e-4, 5e-5, 2.5e-5}}, "ft", "fzoo",
@@ -99,7 +102,7 @@ PAPER_SIZES = {
     "roberta-ft-sgd-k512": 75, "roberta-ft-prefix": 90, "roberta-ft-lora": 90, "roberta-ablation": 120,
     "opt-zo-sgd-sign": 12, "opt-zo-sgd-mmt": 12, "opt-zo-sgd-cons": 12, "opt-fzoo": 3, "opt-hizoo": 2,
     "opt-sparse-mezo": 2, "opt-mezo-one-point": 2, "opt-mezo-nspsa": 2, "opt-lozo": 8, "opt-subzero": 2,
-    "opt-forward-grad": 5,
+    "opt-forward-grad": 5, "roberta-mezo-norm": 30,
 }
 NOT_GRIDS = {"optuna-mezo"}  # a search space, not a paper grid
 
@@ -117,7 +120,10 @@ def expand(params: dict[str, str], cli: list[str] = ()) -> list[list[str]]:
 
 
 def _number(text: str):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:  # a choice (optimizer.zo_variant=grad_norm)
+        return text
     return int(value) if value.is_integer() and "e" not in text.lower() and "." not in text else value
 
 

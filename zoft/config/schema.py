@@ -125,6 +125,13 @@ class OptimizerConfig:
     scale_lr_with_samples: bool = False  # mezo-nspsa: sum the n estimates instead of averaging
     lowrank_rank: int = 2  # lozo / subzero: rank r of the matrix perturbations
     lowrank_interval: int = 50  # lozo: steps between redraws of V (nu); subzero: of U, V (T0)
+    # mezo-norm (the MeZO paper's Appendix B; the original's flags of the same names)
+    zo_variant: str = "param_norm"  # param_norm | grad_norm: what the per-layer scale c is
+    zo_by_layer: bool = False  # estimate each layer group on its own (2 forward passes per group)
+    recompute_norms: int = 0  # steps between recomputations of c (0: once, at the first step)
+    change_grad_estimate: bool = False  # update along z (expectation-modified) instead of z*c
+    scale_norm_by_num_params: bool = False  # c = ||w_l|| / sqrt(#weights of l)
+    norm_running_update: bool = False  # grad_norm with zo_by_layer: c_l <- |g_l| after every step
 
 
 @dataclass

@@ -8,7 +8,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION, MODES,
-                                 MODEL_FAMILIES, MODEL_KINDS, PERTURBATIONS, PRECISIONS, SCHEDULERS, STRATEGIES)
+                                 MODEL_FAMILIES, MODEL_KINDS, NORM_VARIANTS, PERTURBATIONS, PRECISIONS, SAMPLE_SCHEDULERS,
+                                 SCHEDULERS, STRATEGIES)
 from zoft.config.bounds import number_problems, unknown_keys
 from zoft.config.kernel_checks import kernel_problems
 from zoft.config.preflight import MOVED
@@ -119,6 +120,12 @@ def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
     if is_zeroth_order_name(o.name):
         _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
         _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)
+        _choice(problems, "optimizer.sample_scheduler", o.sample_scheduler, SAMPLE_SCHEDULERS)
+        _choice(problems, "optimizer.zo_variant", o.zo_variant, NORM_VARIANTS)
+        if o.norm_running_update and not (o.zo_by_layer and o.zo_variant == "grad_norm"):
+            problems.append("optimizer.norm_running_update=true needs optimizer.zo_by_layer=true and "
+                            f"optimizer.zo_variant=grad_norm (got zo_by_layer={o.zo_by_layer}, "
+                            f"zo_variant={o.zo_variant!r})")
 
 
 def _check_trainer(problems: list[str], cfg: DictConfig) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from zoft.config.choices import SCHEDULERS
-from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, LowRankZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
+from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, LowRankZO, NormScaledZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
                                    ZOMomentum, ZOSign)
 from zoft.optim.mezo import MeZO, ZOFirstOrder
 from zoft.optim.registry import OPTIMIZERS
@@ -92,6 +92,13 @@ def _low_rank(cfg, groups, seed, model):
                      **_zo_settings(cfg, seed, model))
 
 
+def _norm_scaled(cfg, groups, seed, model):
+    return NormScaledZO(groups, lr=cfg.lr, variant=cfg.zo_variant, by_layer=cfg.zo_by_layer,
+                        recompute_every=cfg.recompute_norms, change_grad_estimate=cfg.change_grad_estimate,
+                        scale_by_num_params=cfg.scale_norm_by_num_params, running_update=cfg.norm_running_update,
+                        **_zo_settings(cfg, seed, model))
+
+
 def _forward_grad(cfg, groups, seed, model):
     return ForwardGradient(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
 
@@ -104,7 +111,7 @@ BUILDERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "mezo": _mezo,
                                  "zo-sgd-cons": _zo_conservative, "fzoo": _fzoo, "hizoo": _hizoo,
                                  "sparse-mezo": _sparse_mezo, "mezo-one-point": _one_point,
                                  "mezo-nspsa": _nspsa, "lozo": _low_rank, "subzero": _low_rank,
-                                 "forward-grad": _forward_grad}
+                                 "forward-grad": _forward_grad, "mezo-norm": _norm_scaled}
 
 
 def build_optimizer(cfg: OptimizerConfig, named: Sequence[tuple[str, torch.nn.Parameter]], seed: int,

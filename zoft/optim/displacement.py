@@ -92,20 +92,22 @@ class Displacement:
         """Forget the owed restore: the caller's pass has just folded it in."""
         self.owed = []
 
-    def descend(self, step: int, coefficients: Sequence[float], divisor: int = 1) -> None:
+    def descend(self, step: int, coefficients: Sequence[float], divisor: int = 1,
+                scale: Optional[Callable[[int], float]] = None) -> None:
         """The update with the owed restore folded in, one pass over every tensor::
 
-            theta <- (1 - lr wd) theta - (lr / divisor) sum_k c_k z_k
+            theta <- (1 - lr wd) theta - (lr s_i / divisor) sum_k c_k z_k
 
-        (per group ``lr`` and ``weight_decay``). A tensor still at ``theta + a z_j`` gets
-        ``(1 - lr wd) a`` subtracted from coefficient j, so it lands where the same update
-        from theta would.
+        (per group ``lr`` and ``weight_decay``; ``s_i = scale(i)`` per tensor, 1 by default). A
+        tensor still at ``theta + a z_j`` gets ``(1 - lr wd) a`` subtracted from coefficient j,
+        so it lands where the same update from theta would.
         """
         jobs = []
         for group, i, p in self.params():
             lr, wd = group["lr"], group["weight_decay"]
             beta = 1.0 - lr * wd
-            alphas = [-lr * c / divisor for c in coefficients]
+            s = 1.0 if scale is None else scale(i)
+            alphas = [-lr * s * c / divisor for c in coefficients]
             for t in self.owed_by(p):
                 alphas[t.k] += beta * t.alpha
             jobs.append(Job(p, None, i, beta, tuple(Term(step, k, a) for k, a in enumerate(alphas))))

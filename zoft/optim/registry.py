@@ -98,3 +98,5 @@ register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z 
 register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the exact directional derivative along "
                                    "the seeded direction by torch.func.jvp (no eps)",
                                    "the tangent (1x the trainable weights, during the step)", forward_mode=True))
+register_optimizer(OptimizerRecord("mezo-norm", True, "the MeZO paper's Appendix B variants: per-layer scales "
+                                   "(parameter or gradient norm) of the perturbation and the estimate"))

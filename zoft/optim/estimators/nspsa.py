@@ -21,9 +21,8 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from zoft.config.choices import SAMPLE_SCHEDULERS as SCHEDULES
 from zoft.optim.mezo import MeZO
-
-SCHEDULES = ("constant", "linear")
 
 
 def samples_at(step: int, n: int, schedule: str, total_steps: Optional[int]) -> int:
