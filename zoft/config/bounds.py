@@ -55,6 +55,7 @@ RULES: dict[str, tuple[str, str]] = {
     "optimizer.sample_steps": (">=1", "steps between n-SPSA sample-count increases"),
     "optimizer.lowrank_rank": (">=1", "the rank of the perturbation"),
     "optimizer.lowrank_interval": (">=1", "steps between resamplings of V"),
+    "optimizer.probe_batch": (">=1", "probes per batched forward (1: one after another)"),
     "optimizer.recompute_norms": (">=0", "steps between recomputations of the layer scales (0: once)"),
     "trainer.max_steps": (">=0", "optimizer steps"),
     "trainer.num_epochs": (">0", "epochs (null: use max_steps)"),

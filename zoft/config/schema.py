@@ -117,6 +117,9 @@ class OptimizerConfig:
     zo_seed: Optional[int] = None  # null: derived from the run seed
     # auto: exact shadow perturbation for fp16/bf16 weights, in place otherwise | inplace | shadow
     perturbation: str = "auto"
+    # probes of a step per batched forward (1: one after another; > 1: shadow perturbation, the
+    # batch repeated once per probe; the estimators whose registry record says batched_probes)
+    probe_batch: int = 1
     # -- estimators of zoft.optim.estimators --
     hessian_smooth: float = 1.0e-8  # hizoo: EMA rate alpha of the diagonal Hessian
     sparsity: float = 0.75  # sparse-mezo: fraction of each weight matrix left unperturbed

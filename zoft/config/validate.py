@@ -121,6 +121,17 @@ def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
         _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
         _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)
         _choice(problems, "optimizer.sample_scheduler", o.sample_scheduler, SAMPLE_SCHEDULERS)
+        if o.probe_batch > 1 and not OPTIMIZERS[o.name].batched_probes:
+            problems.append(f"optimizer.probe_batch={o.probe_batch} but {o.name} does not batch its probes; set it "
+                            f"to 1, or use one of {', '.join(n for n, r in OPTIMIZERS.items() if r.batched_probes)}")
+        if o.probe_batch > 1 and o.perturbation == "inplace":
+            problems.append(f"optimizer.probe_batch={o.probe_batch} perturbs through forward hooks; "
+                            "optimizer.perturbation=inplace cannot, use auto or shadow")
+        if o.name == "hizoo" and o.n_directions != 1:
+            problems.append(f"optimizer.n_directions={o.n_directions} but hizoo uses one direction per step; set it to 1")
+        if o.name == "fzoo" and o.n_directions < 2:
+            problems.append(f"optimizer.n_directions={o.n_directions} is too few for fzoo: it needs >= 2 "
+                            "(its step is normalised by the std of the N losses)")
         _choice(problems, "optimizer.zo_variant", o.zo_variant, NORM_VARIANTS)
         if o.norm_running_update and not (o.zo_by_layer and o.zo_variant == "grad_norm"):
             problems.append("optimizer.norm_running_update=true needs optimizer.zo_by_layer=true and "

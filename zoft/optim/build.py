@@ -32,7 +32,8 @@ def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: 
 def _zo_settings(cfg: OptimizerConfig, seed: int, model: Optional[torch.nn.Module]) -> dict:
     """The seeded-direction engine's settings shared by every zeroth-order optimizer."""
     return dict(eps=cfg.eps, n_directions=cfg.n_directions, direction=cfg.direction,
-                seed=cfg.zo_seed if cfg.zo_seed is not None else seed, perturbation=cfg.perturbation, model=model)
+                seed=cfg.zo_seed if cfg.zo_seed is not None else seed, perturbation=cfg.perturbation, model=model,
+                probe_batch=cfg.probe_batch)
 
 
 def _sgd(cfg, groups, seed, model):

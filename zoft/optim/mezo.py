@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from zoft.config.choices import PERTURBATIONS
+from zoft.optim.batched import BatchedProbes
 from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Job, Term
 from zoft.optim.displacement import Displacement, IndexedParam
 from zoft.optim.shadow import ShadowPerturbation
@@ -64,6 +65,8 @@ class MeZO(torch.optim.Optimizer):
             ``inplace`` or ``shadow`` (exact restore; needs ``model``).
         model: the module that uses the parameters (needed for shadow perturbation).
         threads: CPU threads drawing z (0: ``torch.get_num_threads()``).
+        probe_batch: probes of one step evaluated in one batched forward (1: one after another;
+            > 1 needs ``model`` and uses shadow perturbation, see :mod:`zoft.optim.batched`).
 
     The estimators in :mod:`zoft.optim.estimators` subclass it and replace :meth:`_probe`
     (which losses, which scalars) and :meth:`_descend` (the update from those scalars).
@@ -73,6 +76,8 @@ class MeZO(torch.optim.Optimizer):
     # Whether estimate() can accumulate micro-batches: true for two-point SPSA; estimators with
     # their own probe (FZOO, HiZOO, one-point, ZO-SGD-Cons) take whole batches through step().
     accumulates = True
+    # Whether _probe can evaluate its probes as one batched forward (probe_batch > 1).
+    batches_probes = True
 
     def __init__(
         self,
@@ -86,8 +91,10 @@ class MeZO(torch.optim.Optimizer):
         perturbation: str = "auto",
         model: Optional[torch.nn.Module] = None,
         threads: int = 0,
+        probe_batch: int = 1,
     ) -> None:
         _check_arguments(lr, eps, n_directions, direction, perturbation)
+        perturbation = self._batching_perturbation(probe_batch, perturbation, model)
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
         self.eps = float(eps)
         self.n_directions = int(n_directions)
@@ -108,6 +115,20 @@ class MeZO(torch.optim.Optimizer):
                              "inexact restore")
         shadowing = ShadowPerturbation(model, shadow, self.sampler) if shadow else None
         self.weights = Displacement(self._params, self.sampler, shadowing, self._is_shadow)
+        self.batched = BatchedProbes(model, shadowing, probe_batch) if probe_batch > 1 and shadowing else None
+
+    def _batching_perturbation(self, probe_batch: int, perturbation: str, model: Optional[torch.nn.Module]) -> str:
+        """Batched probes perturb through the shadow hooks: every tensor is shadowed."""
+        if probe_batch < 1:
+            raise ValueError(f"{type(self).__name__} probe_batch={probe_batch} must be >= 1")
+        if probe_batch == 1:
+            return perturbation
+        if not self.batches_probes:
+            raise ValueError(f"{type(self).__name__} does not batch its probes; probe_batch must be 1")
+        if perturbation == "inplace" or model is None:
+            raise ValueError(f"{type(self).__name__} probe_batch={probe_batch} perturbs through forward hooks: "
+                             "it needs the model and perturbation='shadow' (or 'auto')")
+        return "shadow"
 
     @property
     def forward_passes_per_step(self) -> int:
@@ -182,8 +203,15 @@ class MeZO(torch.optim.Optimizer):
         """Two-point SPSA along each direction: (L+ of the first, [g_k]); ``closure=None`` only
         moves the weights (replay)."""
         step, losses, grads = self.step_count, [], []
-        for k in range(self.n_directions):
-            loss_pos, loss_neg = self._two_point(closure, step, k)
+        if self.batched is not None and closure is not None:  # the 2n probes in batched forwards
+            values = self.batched.losses(closure, [(step, k, a) for k in range(self.n_directions)
+                                                   for a in (self.eps, -self.eps)])
+            for k in range(self.n_directions):
+                self._check_finite(step, values[2 * k], values[2 * k + 1])
+            pairs = list(zip(values[0::2], values[1::2]))
+        else:
+            pairs = [self._two_point(closure, step, k) for k in range(self.n_directions)]
+        for loss_pos, loss_neg in pairs:
             grads.append(_f32((loss_pos - loss_neg) / (2 * self.eps)))
             losses.append(loss_pos)
         return losses[0], grads
@@ -194,12 +222,16 @@ class MeZO(torch.optim.Optimizer):
             loss_pos = _loss(closure)
         with self.weights.at(step, k, -self.eps):
             loss_neg = _loss(closure)
-        if closure is not None and not (math.isfinite(loss_pos) and math.isfinite(loss_neg)):
+        if closure is not None:
+            self._check_finite(step, loss_pos, loss_neg)
+        return loss_pos, loss_neg
+
+    def _check_finite(self, step: int, loss_pos: float, loss_neg: float) -> None:
+        if not (math.isfinite(loss_pos) and math.isfinite(loss_neg)):
             self.weights.restore()
             self._pending = None
             raise FloatingPointError(f"{type(self).__name__} step {step}: non-finite loss (L+={loss_pos}, "
                                      f"L-={loss_neg}); lower optimizer.eps or optimizer.lr")
-        return loss_pos, loss_neg
 
     def _descend(self, grads: Sequence[float]) -> None:
         """theta <- (1 - lr wd) theta - lr/n sum_k g_k z_k (the owed restore folded in)."""

@@ -23,6 +23,8 @@ class OptimizerRecord:
     ``forward_mode``: the update differentiates the loss by forward-mode AD (forward gradient):
     forward passes only, like the zeroth-order optimizers, but the objective must be
     differentiable (``task.objective=metric`` is refused).
+    ``batched_probes``: the probes of a step can run as one batched forward
+    (``optimizer.probe_batch`` > 1, :mod:`zoft.optim.batched`).
     """
 
     name: str
@@ -30,6 +32,7 @@ class OptimizerRecord:
     summary: str
     parameter_state: str = "none"
     forward_mode: bool = False
+    batched_probes: bool = False
 
 
 OPTIMIZERS: dict[str, OptimizerRecord] = {}
@@ -71,30 +74,30 @@ def is_zeroth_order_name(name: str) -> bool:
 register_optimizer(OptimizerRecord("sgd", False, "torch.optim.SGD with backprop", "gradient (+ momentum buffer)"))
 register_optimizer(OptimizerRecord("adam", False, "torch.optim.AdamW with backprop (the paper's FT)",
                                    "gradient + two moments"))
-register_optimizer(OptimizerRecord("mezo", True, "MeZO: zeroth-order SGD with seeded in-place perturbations"))
+register_optimizer(OptimizerRecord("mezo", True, "MeZO: zeroth-order SGD with seeded in-place perturbations", batched_probes=True))
 register_optimizer(OptimizerRecord("mezo-adam", True, "the MeZO estimate fed to AdamW (paper Table 7)",
-                                   "gradient + two moments"))
+                                   "gradient + two moments", batched_probes=True))
 register_optimizer(OptimizerRecord("mezo-sgd", True, "the MeZO estimate fed to SGD with momentum",
-                                   "gradient + momentum buffer"))
-register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate"))
+                                   "gradient + momentum buffer", batched_probes=True))
+register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate", batched_probes=True))
 register_optimizer(OptimizerRecord("zo-sgd-mmt", True, "ZO-SGD-MMT (ZO-Bench): heavy-ball momentum on the MeZO "
-                                   "estimate, buffer updated from the seeds", "momentum buffer"))
+                                   "estimate, buffer updated from the seeds", "momentum buffer", batched_probes=True))
 register_optimizer(OptimizerRecord("zo-sgd-cons", True, "ZO-SGD-Cons (ZO-Bench): the MeZO step only if it lowers "
                                    "the batch loss (2n+3 forward passes)"))
 register_optimizer(OptimizerRecord("fzoo", True, "FZOO: N one-sided Rademacher probes, step normalised by the "
-                                   "std of the N losses (N+1 forward passes)"))
+                                   "std of the N losses (N+1 forward passes)", batched_probes=True))
 register_optimizer(OptimizerRecord("hizoo", True, "HiZOO: diagonal-Hessian-shaped perturbation and "
                                    "preconditioned step (3 forward passes)", "diagonal Hessian (float32)"))
 register_optimizer(OptimizerRecord("sparse-mezo", True, "Sparse MeZO: MeZO on the small-magnitude weights "
-                                   "(mask recomputed per pass)"))
+                                   "(mask recomputed per pass)", batched_probes=True))
 register_optimizer(OptimizerRecord("mezo-one-point", True, "the MeZO paper's one-point (residual-feedback) "
                                    "estimator, one forward pass per step"))
 register_optimizer(OptimizerRecord("mezo-nspsa", True, "n-SPSA with the MeZO paper's sample scheduler "
-                                   "(constant/linear n, scale_lr_with_samples)"))
+                                   "(constant/linear n, scale_lr_with_samples)", batched_probes=True))
 register_optimizer(OptimizerRecord("lozo", True, "LOZO: rank-r perturbations U V^T of each matrix, V redrawn "
-                                   "every nu steps", "factors only (r (m + n) per matrix)"))
+                                   "every nu steps", "factors only (r (m + n) per matrix)", batched_probes=True))
 register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z V^T in random orthonormal "
-                                   "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)"))
+                                   "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)", batched_probes=True))
 register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the exact directional derivative along "
                                    "the seeded direction by torch.func.jvp (no eps)",
                                    "the tangent (1x the trainable weights, during the step)", forward_mode=True))

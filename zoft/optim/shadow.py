@@ -63,7 +63,8 @@ class ShadowPerturbation:
         visit(model, {}, frozenset())
         return best
 
-    def _alloc(self, p: torch.Tensor) -> torch.Tensor:
+    def alloc(self, p: torch.Tensor) -> torch.Tensor:
+        """A scratch view shaped like ``p`` (the top of the stack; give it back with :meth:`free`)."""
         key = (p.device, p.dtype)
         buf = self.scratch.get(key)
         if buf is None:
@@ -72,7 +73,8 @@ class ShadowPerturbation:
         self._top[key] = top + p.numel()
         return buf[top:top + p.numel()].view(p.shape)
 
-    def _free(self, p: torch.Tensor) -> None:
+    def free(self, p: torch.Tensor) -> None:
+        """Give back the top scratch view taken for ``p``."""
         key = (p.device, p.dtype)
         self._top[key] -= p.numel()
 
@@ -89,7 +91,7 @@ class ShadowPerturbation:
             # normal tensors, because worker threads (outside inference mode) write into them.
             with torch.inference_mode(False), torch.no_grad():
                 for name, p, index in self.owned[module]:
-                    view = self._alloc(p)
+                    view = self.alloc(p)
                     jobs.append(Job(view, p, index, 1.0, (Term(step, k, alpha),)))
                     module._parameters[name] = view  # a plain tensor: the module reads it as its weight
                     visited.add(id(p))
@@ -98,7 +100,7 @@ class ShadowPerturbation:
         def post_hook(module, args, output):
             for name, p, _ in reversed(self.owned[module]):
                 module._parameters[name] = p
-                self._free(p)
+                self.free(p)
             return None
 
         handles = []

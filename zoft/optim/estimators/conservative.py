@@ -55,6 +55,7 @@ class ZOConservative(MeZO):
     """
 
     accumulates = False  # its own probe: whole batches through step()
+    batches_probes = False
 
     def __init__(self, params: Iterable, model: Optional[torch.nn.Module] = None, **kwargs) -> None:
         super().__init__(params, model=model, **kwargs)

@@ -54,6 +54,7 @@ class ForwardGradient(MeZO):
     """
 
     accumulates = False  # no two-point probe: whole batches through step()
+    batches_probes = False
     needs_loss_tensor = True  # the closure's loss must stay a tensor (the jvp differentiates it)
 
     def __init__(self, params: Iterable, model: Optional[torch.nn.Module] = None, **kwargs) -> None:

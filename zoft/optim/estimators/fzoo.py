@@ -52,11 +52,15 @@ class FZOO(MeZO):
     def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
         """L0, then L_i at theta + eps u_i (one pass moves from u_{i-1} to u_i); the c_i."""
         step = self.step_count
-        loss0 = _loss(closure)
-        losses = []
-        for i in range(self.n_directions):
-            with self.weights.at(step, i, +self.eps):
-                losses.append(_loss(closure))
+        if self.batched is not None and closure is not None:  # L0 and the N probes, batched
+            loss0, *losses = self.batched.losses(closure, [(step, 0, 0.0)] + [(step, i, self.eps)
+                                                                             for i in range(self.n_directions)])
+        else:
+            loss0 = _loss(closure)
+            losses = []
+            for i in range(self.n_directions):
+                with self.weights.at(step, i, +self.eps):
+                    losses.append(_loss(closure))
         if closure is None:
             return loss0, []
         if not all(math.isfinite(v) for v in [loss0, *losses]):

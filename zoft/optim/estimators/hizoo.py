@@ -49,6 +49,7 @@ class HiZOO(MeZO):
     """
 
     accumulates = False  # its own probe: whole batches through step()
+    batches_probes = False
 
     record_width = 2  # (g, h) per step in the trajectory
     forward_passes_per_step = 3

@@ -105,6 +105,7 @@ class NormScaledZO(MeZO):
     """
 
     accumulates = False  # the scales are estimated inside the step
+    batches_probes = False
 
     def __init__(self, params: Iterable, variant: str = "param_norm", by_layer: bool = False,
                  recompute_every: int = 0, change_grad_estimate: bool = False, scale_by_num_params: bool = False,

@@ -24,6 +24,7 @@ class OnePointZO(MeZO):
     """Residual-feedback one-point ZO-SGD (``optimizer=mezo-one-point``); one direction per step."""
 
     accumulates = False  # its own probe: whole batches through step()
+    batches_probes = False
 
     forward_passes_per_step = 1
 
