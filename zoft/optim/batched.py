@@ -23,7 +23,7 @@ without trainable tensors (the tests check float64 agreement).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
@@ -74,17 +74,13 @@ class BatchedProbes:
             return cache[call][1][p]
 
         losses = []
-        self.model.forward = top_forward  # an instance attribute shadows the class's forward
-        try:
-            with self._owning_modules_split():
-                for p in range(len(probes)):
-                    state["probe"], state["call"] = p, 0
-                    losses.append(float(closure()))
-                    if p == 0 and not cache:
-                        raise RuntimeError("batched probes: the closure never called the optimizer's model; "
-                                           "set optimizer.probe_batch=1")
-        finally:
-            del self.model.forward
+        with _forward_replaced(self.model, top_forward), self._owning_modules_split():
+            for p in range(len(probes)):
+                state["probe"], state["call"] = p, 0
+                losses.append(float(closure()))
+                if p == 0 and not cache:
+                    raise RuntimeError("batched probes: the closure never called the optimizer's model; "
+                                       "set optimizer.probe_batch=1")
         return losses
 
     def _batched_call(self, forward: Callable, args: tuple, kwargs: dict, count: int) -> list:
@@ -98,15 +94,10 @@ class BatchedProbes:
     # -- the owning modules: one probe per slice of rows ---------------------------------------
     @contextmanager
     def _owning_modules_split(self) -> Iterator[None]:
-        originals = {}
-        for module in self.shadow.owned:
-            originals[module] = module.forward
-            module.forward = self._split_forward(module, module.forward)
-        try:
+        with ExitStack() as stack:
+            for module in self.shadow.owned:
+                stack.enter_context(_forward_replaced(module, self._split_forward(module, module.forward)))
             yield
-        finally:
-            for module in originals:
-                del module.forward
 
     def _split_forward(self, module: torch.nn.Module, forward: Callable) -> Callable:
         def split(*args, **kwargs):
@@ -150,6 +141,21 @@ class BatchedProbes:
             for name, p, _ in reversed(entries):
                 module._parameters[name] = p
                 self.shadow.free(p)
+
+
+@contextmanager
+def _forward_replaced(module: torch.nn.Module, forward: Callable) -> Iterator[None]:
+    """``module.forward`` is ``forward`` inside (an instance attribute, as accelerate's hooks set
+    one; a previous instance attribute is put back afterwards)."""
+    previous = module.__dict__.get("forward")
+    module.forward = forward
+    try:
+        yield
+    finally:
+        if previous is None:
+            del module.forward
+        else:
+            module.forward = previous
 
 
 # -- pytrees of model inputs and outputs ---------------------------------------------------------
