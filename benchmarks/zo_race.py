@@ -46,6 +46,7 @@ TINY_GRIDS = {  # the grids of the measured table in docs/estimators.md
     "zo-sgd-cons": (2e-3, 4e-3, 8e-3),
     "fzoo": (1e-2, 3e-2, 1e-1),
     "hizoo": (2e-3, 4e-3, 8e-3),
+    "hizoo-l": (2e-3, 4e-3, 8e-3),  # HiZOO's
     "sparse-mezo": (8e-3, 1.6e-2, 3.2e-2),
     "mezo-one-point": (1e-5, 3e-5, 1e-4),
     "mezo-nspsa": (1e-3, 2e-3, 4e-3),
@@ -59,7 +60,8 @@ TINY_GRIDS = {  # the grids of the measured table in docs/estimators.md
 # for MeZO on this model, benchmarks/real_encoder.py). A grid per estimator is ~13x the CPU time.
 TINY_BEST = {"mezo": 4e-3, "zo-sgd-sign": 1e-2, "zo-sgd-mmt": 2e-4, "zo-sgd-cons": 4e-3, "fzoo": 3e-2,
              "hizoo": 4e-3, "sparse-mezo": 1.6e-2, "mezo-one-point": 1e-5, "mezo-nspsa": 2e-3, "lozo": 2e-3,
-             "subzero": 2e-3, "forward-grad": 2e-3, "mezo-norm": 1e-3}
+             "subzero": 2e-3, "forward-grad": 2e-3, "mezo-norm": 1e-3,
+             "hizoo-l": 4e-3}  # (HiZOO-L was added after that run: HiZOO's)
 REAL_GRIDS = {name: (lr / 4,) for name, lr in TINY_BEST.items()}
 EVALS = 16  # dev evaluations over the budget (the resolution of forward passes to target)
 

@@ -17,7 +17,7 @@ from test_mezo import flat, lm_closure, mlp, regression_closure, tiny_opt
 from zoft.config.schema import OptimizerConfig
 from zoft.config.validate import ConfigError
 from zoft.optim.build import build_optimizer
-from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, LowRankZO, NormScaledZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum,
+from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, HiZOOLowRank, LowRankZO, NormScaledZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum,
                                    ZOSign)
 from zoft.optim.estimators.norm_scaled import norm_group
 from zoft.optim.estimators.nspsa import samples_at
@@ -25,7 +25,7 @@ from zoft.optim.registry import OPTIMIZERS
 from zoft.optim.trajectory import TrajectoryWriter, read_trajectory, replay_into
 
 NAMES = ["zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons", "fzoo", "hizoo", "sparse-mezo", "mezo-one-point", "mezo-nspsa",
-         "lozo", "subzero", "forward-grad", "mezo-norm"]
+         "lozo", "subzero", "forward-grad", "mezo-norm", "hizoo-l"]
 
 
 # -- independent computations ------------------------------------------------------------------
@@ -155,6 +155,39 @@ def test_hizoo_preconditions_with_the_ema_diagonal_hessian():
         theta = [t - lr * g * s.sqrt() * x for t, s, x in zip(theta, sigma, z)]
         # Sigma is float32 state: compare at float32 precision.
         close([opt.hessian(p).double() for p in model.parameters()], sigma, atol=1e-5 * max(float(s.max()) for s in sigma))
+        close(model.parameters(), theta, atol=1e-6)
+
+
+def test_hizoo_l_keeps_each_matrix_hessian_as_the_rank_one_projection_of_the_ema():
+    """Matrices: Sigma_hat = R C^T / sum(R); T = (1 - a) Sigma_hat + a h z^2 / Sigma_hat;
+    R, C = row and column sums of T; theta <- theta - lr g Sigma_hat_new^{1/2} z.
+    Biases keep HiZOO's full diagonal."""
+    model, lr, eps, alpha = mlp(), 1e-2, 1e-3, 0.5
+    theta = params_of(model)
+    opt = HiZOOLowRank(model.parameters(), lr=lr, eps=eps, hessian_smooth=alpha, seed=9)
+    sigma = [torch.ones_like(t) for t in theta]  # Sigma_hat (matrices) or Sigma (biases), float64
+    for step in range(3):
+        z = zs(opt, step)
+        d = [s.sqrt() * x for s, x in zip(sigma, z)]
+        l0 = loss_at(_orig(theta), regression_closure, [0 * x for x in z])
+        lp = loss_at(_orig(theta), regression_closure, [eps * x for x in d])
+        ln = loss_at(_orig(theta), regression_closure, [-eps * x for x in d])
+        g = (lp - ln) / (2 * eps)
+        opt.step(regression_closure(model))
+        assert opt.last_projected_grads[0] == pytest.approx(g, rel=1e-4)
+        g = opt.last_projected_grads[0]
+        h = opt.last_record[2][1]
+        target = [(1 - alpha) * s + alpha * h * x * x / s for s, x in zip(sigma, z)]
+        sigma = [torch.outer(t.sum(1), t.sum(0)) / t.sum() if t.dim() == 2 else t for t in target]
+        theta = [t - lr * g * s.sqrt() * x for t, s, x in zip(theta, sigma, z)]
+        for p, s in zip(model.parameters(), sigma):
+            if p.dim() == 2:
+                row, col = opt.factors(p)
+                assert row.shape == (p.shape[0],) and col.shape == (p.shape[1],)  # m + n floats
+                assert torch.linalg.matrix_rank(s) == 1
+                torch.testing.assert_close(torch.outer(row, col).double() / row.double().sum(), s, rtol=1e-5, atol=0)
+            else:
+                torch.testing.assert_close(opt.hessian(p).double(), s, rtol=1e-5, atol=0)
         close(model.parameters(), theta, atol=1e-6)
 
 
@@ -520,7 +553,7 @@ LEARNING = {
     "fzoo": (3e-2, 300, 0.5), "hizoo": (3e-2, 300, 0.75), "sparse-mezo": (3e-2, 300, 0.85),
     "mezo-one-point": (1e-3, 1500, 0.9), "mezo-nspsa": (3e-2, 300, 0.75),
     "lozo": (1e-2, 300, 0.8), "subzero": (1e-2, 300, 0.9),  # measured 0.66 and 0.80
-    "forward-grad": (3e-2, 300, 0.75), "mezo-norm": (3e-2, 300, 0.75),
+    "forward-grad": (3e-2, 300, 0.75), "mezo-norm": (3e-2, 300, 0.75), "hizoo-l": (3e-2, 300, 0.75),
 }
 
 

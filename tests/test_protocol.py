@@ -86,6 +86,7 @@ GOLDEN = [
     (f"method=ft optimizer=fzoo {OPT13}", {**OPT_MEZO, "lr": 5e-5, "eps": 1e-4}),  # FZOO README
     (f"method=ft optimizer=hizoo {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # HiZOO README
     (f"method=lora optimizer=hizoo {OPT13}", {**OPT_MEZO, "lr": 1e-5, "eps": 1e-2}),
+    (f"method=ft optimizer=hizoo-l {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),  # HiZOO's values
     (f"method=ft optimizer=lozo {OPT13}", {**OPT_MEZO, "lr": 1e-7, "eps": 1e-3}),  # LOZO README
     (f"method=prompt optimizer=subzero {OPT13}", {**OPT_MEZO, "lr": 1e-3, "eps": 1e-2}),  # SubZero README
     (f"method=ft optimizer=sparse-mezo {OPT13}", {**OPT_MEZO, "lr": 1e-6, "eps": 1e-3}),

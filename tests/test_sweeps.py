@@ -86,6 +86,8 @@ PAPER_GRIDS = {
                          {"optimizer.weight_decay": 0.0}, ZO_OPT),
     "opt-fzoo": ({"optimizer.lr": {1e-4, 5e-5, 2.5e-5}}, "ft", "fzoo",
                  {"optimizer.eps": 1e-4, "optimizer.n_directions": 8}, {"batch_size": 16}),
+    "opt-hizoo-l": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", "hizoo-l",
+                    {"optimizer.eps": 1e-3, "optimizer.hessian_smooth": 1e-10}, {"batch_size": 16}),
     "opt-hizoo": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", "hizoo",
                   {"optimizer.eps": 1e-3, "optimizer.hessian_smooth": 1e-10}, {"batch_size": 16}),
     **{f"opt-{n}": ({"optimizer.lr": {1e-6, 1e-7}}, "ft", n, {"optimizer.eps": 1e-3}, ZO_OPT)
@@ -100,7 +102,7 @@ PAPER_SIZES = {
     "roberta-nondiff-mezo": 15, "roberta-mezo": 30, "roberta-mezo-prefix": 30, "roberta-mezo-lora": 30,
     "roberta-mezo-adam": 50, "roberta-ft-adam-k16": 45, "roberta-ft-adam-k512": 45, "roberta-ft-sgd-k16": 75,
     "roberta-ft-sgd-k512": 75, "roberta-ft-prefix": 90, "roberta-ft-lora": 90, "roberta-ablation": 120,
-    "opt-zo-sgd-sign": 12, "opt-zo-sgd-mmt": 12, "opt-zo-sgd-cons": 12, "opt-fzoo": 3, "opt-hizoo": 2,
+    "opt-zo-sgd-sign": 12, "opt-zo-sgd-mmt": 12, "opt-zo-sgd-cons": 12, "opt-fzoo": 3, "opt-hizoo": 2, "opt-hizoo-l": 2,
     "opt-sparse-mezo": 2, "opt-mezo-one-point": 2, "opt-mezo-nspsa": 2, "opt-lozo": 8, "opt-subzero": 2,
     "opt-forward-grad": 5, "roberta-mezo-norm": 30,
 }

@@ -127,8 +127,9 @@ def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
         if o.probe_batch > 1 and o.perturbation == "inplace":
             problems.append(f"optimizer.probe_batch={o.probe_batch} perturbs through forward hooks; "
                             "optimizer.perturbation=inplace cannot, use auto or shadow")
-        if o.name == "hizoo" and o.n_directions != 1:
-            problems.append(f"optimizer.n_directions={o.n_directions} but hizoo uses one direction per step; set it to 1")
+        if o.name in ("hizoo", "hizoo-l") and o.n_directions != 1:
+            problems.append(f"optimizer.n_directions={o.n_directions} but {o.name} uses one direction per step; "
+                            "set it to 1")
         if o.name == "fzoo" and o.n_directions < 2:
             problems.append(f"optimizer.n_directions={o.n_directions} is too few for fzoo: it needs >= 2 "
                             "(its step is normalised by the std of the N losses)")

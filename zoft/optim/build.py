@@ -8,8 +8,8 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from zoft.config.choices import SCHEDULERS
-from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, LowRankZO, NormScaledZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative,
-                                   ZOMomentum, ZOSign)
+from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, HiZOOLowRank, LowRankZO, NormScaledZO, OnePointZO,
+                                   ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum, ZOSign)
 from zoft.optim.mezo import MeZO, ZOFirstOrder
 from zoft.optim.registry import OPTIMIZERS
 
@@ -75,6 +75,10 @@ def _hizoo(cfg, groups, seed, model):
     return HiZOO(groups, lr=cfg.lr, hessian_smooth=cfg.hessian_smooth, **_zo_settings(cfg, seed, model))
 
 
+def _hizoo_low_rank(cfg, groups, seed, model):
+    return HiZOOLowRank(groups, lr=cfg.lr, hessian_smooth=cfg.hessian_smooth, **_zo_settings(cfg, seed, model))
+
+
 def _sparse_mezo(cfg, groups, seed, model):
     return SparseMeZO(groups, lr=cfg.lr, sparsity=cfg.sparsity, **_zo_settings(cfg, seed, model))
 
@@ -112,7 +116,8 @@ BUILDERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "mezo": _mezo,
                                  "zo-sgd-cons": _zo_conservative, "fzoo": _fzoo, "hizoo": _hizoo,
                                  "sparse-mezo": _sparse_mezo, "mezo-one-point": _one_point,
                                  "mezo-nspsa": _nspsa, "lozo": _low_rank, "subzero": _low_rank,
-                                 "forward-grad": _forward_grad, "mezo-norm": _norm_scaled}
+                                 "forward-grad": _forward_grad, "mezo-norm": _norm_scaled,
+                                 "hizoo-l": _hizoo_low_rank}
 
 
 def build_optimizer(cfg: OptimizerConfig, named: Sequence[tuple[str, torch.nn.Parameter]], seed: int,

@@ -103,3 +103,5 @@ register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the 
                                    "the tangent (1x the trainable weights, during the step)", forward_mode=True))
 register_optimizer(OptimizerRecord("mezo-norm", True, "the MeZO paper's Appendix B variants: per-layer scales "
                                    "(parameter or gradient norm) of the perturbation and the estimate"))
+register_optimizer(OptimizerRecord("hizoo-l", True, "HiZOO-L: HiZOO with rank-1 factored Hessians of the weight "
+                                   "matrices (3 forward passes)", "factors only (m + n per matrix)"))

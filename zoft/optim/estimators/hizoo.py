@@ -97,9 +97,14 @@ class HiZOO(MeZO):
     def _descend(self, scalars: Sequence[float]) -> None:
         """Sigma <- (1 - alpha) Sigma + alpha h z^2 / Sigma, then theta <- theta - lr g Sigma^{1/2} z
         (after (1 - lr wd) theta), chunk by chunk, the owed restore first."""
+        self._diagonal_pass(scalars, self._params())
+        self.weights.settle()
+
+    def _diagonal_pass(self, scalars: Sequence[float], params: Sequence) -> None:
+        """The chunked restore, EMA and update of ``params`` (the restore they owe included)."""
         g, h = scalars
         step, alpha = self.step_count, self.hessian_smooth
-        meta = {i: (group["lr"], group["weight_decay"], self.weights.owed_by(p)) for group, i, p in self._params()}
+        meta = {i: (group["lr"], group["weight_decay"], self.weights.owed_by(p)) for group, i, p in params}
 
         def fn(index, c, draw, theta, sigma):
             lr, wd, owed = meta[index]
@@ -112,5 +117,4 @@ class HiZOO(MeZO):
                 theta.mul_(1.0 - lr * wd)
             theta.add_((z * sigma.sqrt()).to(theta.dtype), alpha=-lr * g)
 
-        map_chunks(self.sampler.base, [(i, [p, self.hessian(p)]) for _, i, p in self._params()], fn)
-        self.weights.settle()
+        map_chunks(self.sampler.base, [(i, [p, self.hessian(p)]) for _, i, p in params], fn)
