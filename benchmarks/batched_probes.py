@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/batched_probes.py            # CPU
     python benchmarks/batched_probes.py --device cuda                # where the speed comes from
 
-Per estimator (n-SPSA with n = 8, i.e. 16 probes; FZOO with N = 8, i.e. 9 probes), on an
+Per estimator (MeZO with n = 8 directions, n-SPSA's probes: 16; FZOO with N = 8: 9 probes), on an
 OPT-architecture model (8 layers, hidden 256, 6.8M parameters, fp32, batch 16 x 32 tokens), one
 step with ``probe_batch`` = 1 (sequential, shadow perturbation: the same weights per probe) and
 with every probe of the step in one forward. Prints the median seconds per step over the timed
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
-    cases = {"mezo-nspsa (n=8, 16 probes)": (MeZO, {"n_directions": 8}, 16),
+    cases = {"MeZO n=8 (16 probes)": (MeZO, {"n_directions": 8}, 16),
              "fzoo (N=8, 9 probes)": (FZOO, {"n_directions": 8}, 9)}
     summary = {}
     for label, (cls, kwargs, probes) in cases.items():

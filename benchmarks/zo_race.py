@@ -53,7 +53,7 @@ TINY_GRIDS = {  # the grids of the measured table in docs/estimators.md
     "lozo": (1e-3, 2e-3, 4e-3),
     "subzero": (1e-3, 2e-3, 4e-3),
     "forward-grad": (1e-3, 2e-3, 4e-3),  # MeZO's estimate at eps -> 0: MeZO's LR scale
-    "mezo-norm": (2e-4, 1e-3, 4e-3),  # param_norm: the update is c^2 larger than MeZO's per layer
+    "mezo-norm": (2e-4, 1e-3, 4e-3),  # param_norm: per layer, the step along z is c^2 times MeZO's
 }
 # Real (minilm-l6, SST-2 k=16, a CPU budget): one point per estimator, the best tiny LR of the
 # 2026-12-04 tiny run times 1/4 (MeZO: 4e-3 -> 1e-3, the LR the real-encoder benchmark's dev chose

@@ -353,7 +353,8 @@ def test_grad_norm_by_layer_probes_each_group_alone_with_zo_estimated_scales():
                  for j, g in enumerate(groups)}
     opt.step(lm_closure(model))
     assert opt.norms == pytest.approx(estimated, rel=1e-5)
-    assert opt.forward_passes_per_step == 4 * len(groups)  # estimates, then one probe per group
+    estimated_groups = len([g for g in groups if g != "other"])  # c = 1 for "other": not estimated
+    assert opt.forward_passes_per_step == 2 * estimated_groups + 2 * len(groups)
     c = [opt.norms[norm_group(n)] for n in names]
     expected = list(theta)
     for j, g in enumerate(groups):

@@ -80,6 +80,22 @@ def test_prompt_trains_only_the_soft_tokens(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_soft_prompt_is_perturbed_exactly_through_the_shadow_hooks(family):
+    """The prompt hook reads the model's current soft_prompt, so shadow perturbation (the default
+    for fp16/bf16 weights) sees theta +- eps z: the same projected gradient as in place (before
+    this, it read the unperturbed tensor and every g was 0)."""
+    grads = []
+    for mode in ("inplace", "shadow"):
+        model, named = adapted(family, "prompt")
+        opt = MeZO([p for _, p in named], lr=1e-2, eps=1e-2, seed=3, perturbation=mode, model=model)
+        data = batch(family)
+        opt.step(lambda: label_loss(model, data))
+        grads.append(opt.last_projected_grads[0])
+    assert grads[0] != 0.0
+    assert grads[1] == pytest.approx(grads[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_linear_probe_owns_the_head_and_lp_then_trains_everything(family):
     model, named = adapted(family, "linear-probe")
     head = model.get_output_embeddings()

@@ -124,6 +124,10 @@ def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
         if o.probe_batch > 1 and not OPTIMIZERS[o.name].batched_probes:
             problems.append(f"optimizer.probe_batch={o.probe_batch} but {o.name} does not batch its probes; set it "
                             f"to 1, or use one of {', '.join(n for n, r in OPTIMIZERS.items() if r.batched_probes)}")
+        if o.probe_batch > 1 and cfg.method.name in ("prefix", "prompt"):
+            problems.append(f"optimizer.probe_batch={o.probe_batch} with method={cfg.method.name}: its trainable "
+                            "tensors are not used through a module's forward on the batch rows (a prefix cache, "
+                            "a soft prompt); set optimizer.probe_batch=1")
         if o.probe_batch > 1 and o.perturbation == "inplace":
             problems.append(f"optimizer.probe_batch={o.probe_batch} perturbs through forward hooks; "
                             "optimizer.perturbation=inplace cannot, use auto or shadow")

@@ -36,7 +36,10 @@ def install_soft_prompt(model: torch.nn.Module, soft: torch.nn.Parameter, robert
         if kwargs.get("past_key_values") is not None:
             raise MethodError("prompt tuning does not support cached decoding; call generate(use_cache=False)")
         batch = input_ids.shape[0]
-        embeds = torch.cat([soft.unsqueeze(0).expand(batch, -1, -1), embed(input_ids)], dim=1)
+        # The model's attribute, not the captured tensor: a zeroth-order optimizer's shadow
+        # perturbation and forward gradient's functional_call substitute it during the forward.
+        current = getattr(module, ATTR)
+        embeds = torch.cat([current.unsqueeze(0).expand(batch, -1, -1), embed(input_ids)], dim=1)
         mask = kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(input_ids)

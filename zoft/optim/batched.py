@@ -41,12 +41,17 @@ class BatchedProbes:
     def __init__(self, model: torch.nn.Module, shadow: ShadowPerturbation, group_size: int) -> None:
         if group_size < 1:
             raise ValueError(f"probe_batch={group_size} must be >= 1")
+        if model in shadow.owned:
+            raise ValueError(f"probe_batch={group_size}: the model itself owns trainable tensors "
+                             f"({', '.join(name for name, _, _ in shadow.owned[model])}), e.g. a soft prompt; "
+                             "their rows cannot be told apart, set probe_batch=1")
         self.model = model
         self.shadow = shadow
         self.group_size = int(group_size)
         self._probes: Sequence[Probe] = ()
         self._rows = 0  # P * B of the current batched forward
         self._active: Optional[int] = None  # the probe an owning module is computing (nesting)
+        self._used: set = set()  # owning modules whose forward ran in this group
 
     def losses(self, closure: Callable[[], Any], probes: Sequence[Probe]) -> list[float]:
         """``float(closure())`` at each probe, in order, ``group_size`` probes per forward."""
@@ -74,22 +79,35 @@ class BatchedProbes:
             return cache[call][1][p]
 
         losses = []
+        self._used = set()
         with _forward_replaced(self.model, top_forward), self._owning_modules_split():
             for p in range(len(probes)):
                 state["probe"], state["call"] = p, 0
                 losses.append(float(closure()))
-                if p == 0 and not cache:
-                    raise RuntimeError("batched probes: the closure never called the optimizer's model; "
-                                       "set optimizer.probe_batch=1")
+                if p == 0:
+                    self._check_first_call(bool(cache))
         return losses
+
+    def _check_first_call(self, called_model: bool) -> None:
+        if not called_model:
+            raise RuntimeError("batched probes: the closure never called the optimizer's model; "
+                               "set optimizer.probe_batch=1")
+        unused = [type(m).__name__ for m in self.shadow.owned if m not in self._used]
+        if unused:  # e.g. prefix weights read directly, not through their module's forward
+            raise RuntimeError(f"batched probes: {len(unused)} module(s) owning trainable tensors "
+                               f"({', '.join(sorted(set(unused)))}) did not run their forward, so their "
+                               "weights were never perturbed; set optimizer.probe_batch=1")
 
     def _batched_call(self, forward: Callable, args: tuple, kwargs: dict, count: int) -> list:
         """Run ``forward`` once on the inputs repeated ``count`` times; the ``count`` slices."""
         batch = _batch_size(args, kwargs)
         self._rows = batch * count
         rep_args, rep_kwargs = _map_tensors((args, kwargs), lambda t: _repeat(t, batch, count))
-        output = forward(*rep_args, **rep_kwargs)
-        return [_slice(output, self._rows, p * batch, (p + 1) * batch) for p in range(count)]
+        try:
+            output = forward(*rep_args, **rep_kwargs)
+        finally:
+            self._rows = 0  # owning modules called outside the batched forward are refused
+        return [_slice(output, batch * count, count, p) for p in range(count)]
 
     # -- the owning modules: one probe per slice of rows ---------------------------------------
     @contextmanager
@@ -101,16 +119,22 @@ class BatchedProbes:
 
     def _split_forward(self, module: torch.nn.Module, forward: Callable) -> Callable:
         def split(*args, **kwargs):
+            self._used.add(module)
             if self._active is not None:  # inside an owning parent's slice: that probe's weights
                 with self._weights_of(module, self._probes[self._active]):
                     return forward(*args, **kwargs)
             count, rows = len(self._probes), self._rows
-            if not any(_is_rows(t, rows) for t in _tensors((args, kwargs))):
+            if rows == 0:
+                raise RuntimeError(f"batched probes: {type(module).__name__} owns trainable tensors and ran outside "
+                                   "the model's batched forward; set optimizer.probe_batch=1")
+            # The leading size of the first per-row input: the (possibly flattened) repeated batch.
+            lead = next((t.shape[0] for t in _tensors((args, kwargs)) if _is_rows(t, rows)), None)
+            if lead is None:
                 raise RuntimeError(f"batched probes: {type(module).__name__} got no input with the batch "
                                    f"({rows} rows, probe-major) leading; set optimizer.probe_batch=1")
             outputs = []
             for p, probe in enumerate(self._probes):
-                a, kw = _map_tensors((args, kwargs), lambda t: _block(t, rows, count, p))
+                a, kw = _map_tensors((args, kwargs), lambda t: _block(t, lead, count, p))
                 self._active = p
                 try:
                     with self._weights_of(module, probe):
@@ -128,17 +152,19 @@ class BatchedProbes:
         if alpha == 0.0:
             yield
             return
-        with torch.inference_mode(False), torch.no_grad():
-            jobs = []
-            for name, p, index in entries:
-                view = self.shadow.alloc(p)
-                jobs.append(Job(view, p, index, 1.0, (Term(step, k, alpha),)))
-                module._parameters[name] = view
-            self.shadow.sampler.apply(jobs)
+        swapped = []
         try:
+            with torch.inference_mode(False), torch.no_grad():
+                jobs = []
+                for name, p, index in entries:
+                    view = self.shadow.alloc(p)
+                    swapped.append((name, p))
+                    jobs.append(Job(view, p, index, 1.0, (Term(step, k, alpha),)))
+                    module._parameters[name] = view
+                self.shadow.sampler.apply(jobs)
             yield
         finally:
-            for name, p, _ in reversed(entries):
+            for name, p in reversed(swapped):
                 module._parameters[name] = p
                 self.shadow.free(p)
 
@@ -190,9 +216,9 @@ def _is_rows(t: torch.Tensor, rows: int) -> bool:
     return t.dim() >= 1 and t.shape[0] % rows == 0 and t.shape[0] > 0
 
 
-def _block(t: torch.Tensor, rows: int, count: int, p: int) -> torch.Tensor:
-    """Probe p's contiguous share of dim 0 of a per-row tensor (others pass unchanged)."""
-    if not _is_rows(t, rows):
+def _block(t: torch.Tensor, lead: int, count: int, p: int) -> torch.Tensor:
+    """Probe p's contiguous share of dim 0 of a tensor whose dim 0 is ``lead`` (others pass)."""
+    if t.dim() == 0 or t.shape[0] != lead:
         return t
     per = t.shape[0] // count
     return t[p * per:(p + 1) * per]
@@ -205,17 +231,18 @@ def _repeat(t: torch.Tensor, batch: int, count: int) -> torch.Tensor:
     return t
 
 
-def _slice(output: Any, rows: int, start: int, end: int) -> Any:
-    """Rows [start, end) of every per-row tensor of a model output (a ModelOutput keeps its class)."""
+def _slice(output: Any, rows: int, count: int, p: int) -> Any:
+    """Probe p's block of every tensor of a model output whose dim 0 is the repeated batch
+    (``rows``, or a multiple: flattened rows); a ModelOutput keeps its class."""
     for t in _tensors(output):
         if t.dim() == 0:
             raise RuntimeError("batched probes: the model returned a reduced tensor (a loss over the batch); "
                                "compute the loss from per-example outputs in the closure, or set "
                                "optimizer.probe_batch=1")
+    block = lambda t: _block(t, t.shape[0], count, p) if _is_rows(t, rows) else t  # noqa: E731
     if isinstance(output, dict) and type(output) is not dict:  # transformers' ModelOutput
-        return output.__class__(**{k: _map_tensors(v, lambda t: t[start:end] if _is_rows(t, rows) else t)
-                                   for k, v in output.items()})
-    return _map_tensors(output, lambda t: t[start:end] if _is_rows(t, rows) else t)
+        return output.__class__(**{k: _map_tensors(v, block) for k, v in output.items()})
+    return _map_tensors(output, block)
 
 
 def _concat(outputs: list) -> Any:

@@ -124,7 +124,7 @@ class MeZO(torch.optim.Optimizer):
         if probe_batch == 1:
             return perturbation
         if not self.batches_probes:
-            raise ValueError(f"{type(self).__name__} does not batch its probes; probe_batch must be 1")
+            raise ValueError(f"{type(self).__name__} does not batch its probes; probe_batch={probe_batch} must be 1")
         if perturbation == "inplace" or model is None:
             raise ValueError(f"{type(self).__name__} probe_batch={probe_batch} perturbs through forward hooks: "
                              "it needs the model and perturbation='shadow' (or 'auto')")

@@ -99,7 +99,7 @@ register_optimizer(OptimizerRecord("lozo", True, "LOZO: rank-r perturbations U V
 register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z V^T in random orthonormal "
                                    "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)", batched_probes=True))
 register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the exact directional derivative along "
-                                   "the seeded direction by torch.func.jvp (no eps)",
+                                   "the seeded direction by forward-mode AD (a jvp; no eps)",
                                    "the tangent (1x the trainable weights, during the step)", forward_mode=True))
 register_optimizer(OptimizerRecord("mezo-norm", True, "the MeZO paper's Appendix B variants: per-layer scales "
                                    "(parameter or gradient norm) of the perturbation and the estimate"))

@@ -105,7 +105,9 @@ class ShadowPerturbation:
 
         handles = []
         for module in self.owned:
-            handles.append(module.register_forward_pre_hook(pre_hook))
+            # First among the module's pre-hooks: a method's own hook (the soft prompt's) then reads
+            # the perturbed tensor.
+            handles.append(module.register_forward_pre_hook(pre_hook, prepend=True))
             handles.append(module.register_forward_hook(post_hook, always_call=True))
         try:
             yield

@@ -63,9 +63,10 @@ class ForwardGradient(MeZO):
                              "(the jvp runs it with the tangents attached to its parameters)")
         super().__init__(params, model=model, **kwargs)
         names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
-        missing = [i for _, i, p in self._params() if id(p) not in names]
+        missing = [f"#{i} {tuple(p.shape)}" for _, i, p in self._params() if id(p) not in names]
         if missing:
-            raise ValueError(f"ForwardGradient: parameters {missing} are not parameters of the model")
+            raise ValueError(f"ForwardGradient: {len(missing)} optimized tensor(s) ({', '.join(missing[:5])}) are not "
+                             "parameters of the model given; pass the model that holds them")
         self.model = model
         # "model." + the parameter's name inside the model: the key functional_call substitutes.
         self._names = [f"model.{names[id(p)]}" for _, _, p in self._params()]
@@ -111,6 +112,9 @@ class ForwardGradient(MeZO):
                 raise TypeError("ForwardGradient's closure must return the loss as a tensor computed from the "
                                 f"model (got {type(loss).__name__}); forward-mode AD differentiates it")
             value, derivative = fwAD.unpack_dual(loss)
-            if derivative is None:  # the loss does not depend on the trainable weights
-                derivative = torch.zeros_like(value)
+            if derivative is None:
+                raise RuntimeError(f"ForwardGradient step {step}: the loss carries no derivative along the trainable "
+                                   "weights: they are not read through the model's parameters while the closure "
+                                   "runs (a tensor captured elsewhere, e.g. a soft prompt hook), or the closure runs "
+                                   "under torch.inference_mode; use a zeroth-order optimizer instead")
             return value.detach(), derivative.detach()

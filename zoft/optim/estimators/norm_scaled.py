@@ -186,11 +186,12 @@ class NormScaledZO(MeZO):
 
     def _estimated_norms(self, closure: Callable, step: int) -> dict[str, float]:
         """c_l = |two-point projected gradient along z on group l alone| (2 passes per group)."""
-        out = {}
+        out = {"other": 1.0} if "other" in self.groups else {}
         for j, g in enumerate(self.groups):
-            loss_pos, loss_neg = self._two_point(closure, step, _ESTIMATE_K + j)
-            out[g] = 1.0 if g == "other" else _nonzero(abs(loss_pos - loss_neg) / (2 * self.eps))
-        return out
+            if g != "other":  # c = 1 there: no probe
+                loss_pos, loss_neg = self._two_point(closure, step, _ESTIMATE_K + j)
+                out[g] = _nonzero(abs(loss_pos - loss_neg) / (2 * self.eps))
+        return {g: out[g] for g in self.groups}
 
     # -- the step ------------------------------------------------------------------------------
     def _probe(self, closure: Optional[Callable]) -> tuple[float, list[float]]:
@@ -200,7 +201,7 @@ class NormScaledZO(MeZO):
                 self.norms = self.param_norms()
             else:  # replay (closure None) moves the weights through the same passes
                 self.norms = self._estimated_norms(closure, step)
-                extra = 2 * len(self.groups)
+                extra = 2 * len([g for g in self.groups if g != "other"])
             self.norms_step = step
         if self.variant == "grad_norm" and closure is None:  # replay: the c_l the step used
             self.norms = dict(zip(self.groups, self._recorded_norms or []))
@@ -212,7 +213,9 @@ class NormScaledZO(MeZO):
             losses.append(loss_pos)
         self._forward_passes = 2 * len(grads) + extra
         if self.running_update and closure is not None:
-            for j, g in enumerate(self.groups):  # the group's last sample: |g_l| estimates ||grad_l||
+            # The original's running update: c_l <- |g_l| of the group's last sample (g_l is measured
+            # along z_l / c_l, so this is |<grad_l, z_l>| / c_l, as the original computes it).
+            for j, g in enumerate(self.groups):
                 self.norms[g] = 1.0 if g == "other" else _nonzero(abs(grads[(j + 1) * self.n_directions - 1]))
         recorded = [self._step_norms[g] for g in self.groups] if self.variant == "grad_norm" else []
         return losses[0], grads + recorded
@@ -234,6 +237,9 @@ class NormScaledZO(MeZO):
     def _load_zo_state(self, zo: Optional[dict]) -> None:
         super()._load_zo_state(zo)
         if zo is not None and "norms" in zo:
+            if sorted(zo["norms"]) != sorted(self.groups):
+                raise ValueError(f"saved NormScaledZO state has the layer groups {sorted(zo['norms'])}; this model's "
+                                 f"are {sorted(self.groups)}")
             self.norms, self.norms_step = dict(zo["norms"]), zo["norms_step"]
 
 
@@ -250,8 +256,8 @@ def _check_norm_arguments(variant: str, recompute_every: int, running_update: bo
     if recompute_every < 0:
         raise ValueError(f"NormScaledZO recompute_every={recompute_every} must be >= 0 (0: only at the first step)")
     if running_update and not (by_layer and variant == "grad_norm"):
-        raise ValueError("NormScaledZO running_update needs by_layer=True and variant='grad_norm' "
-                         "(it re-estimates each group's gradient norm from its own probe)")
+        raise ValueError(f"NormScaledZO running_update needs by_layer=True and variant='grad_norm' (got "
+                         f"by_layer={by_layer}, variant={variant!r}): it re-estimates each group's scale from its probe")
     if model is None:
         raise ValueError("NormScaledZO groups the parameters by name and needs the model: "
                          "NormScaledZO(params, model=model, ...)")
