@@ -230,14 +230,14 @@ def main() -> None:
     parser.add_argument("--setup", choices=("tiny", "real"), default="tiny")
     parser.add_argument("--data-dir", type=Path, help="GLUE folder with SST-2/ (--setup real)")
     parser.add_argument("--budget", type=int, default=None,
-                        help="forward passes per run (default: tiny 2400, real 600)")
+                        help="forward passes per run (default: tiny 2000, real 300)")
     parser.add_argument("--estimators", nargs="*", default=None, help="subset (mezo is always run: it sets the target)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "zo_race")
     args = parser.parse_args()
     if args.setup == "real" and args.data_dir is None:
         parser.error("--setup real needs --data-dir (a GLUE folder with SST-2/)")
     logging.disable(logging.WARNING)
-    budget = args.budget or (2400 if args.setup == "tiny" else 600)
+    budget = args.budget or (2000 if args.setup == "tiny" else 300)
     grids = TINY_GRIDS if args.setup == "tiny" else REAL_GRIDS
     names = ["mezo"] + [n for n in (args.estimators or grids) if n != "mezo"]
     args.out.mkdir(parents=True, exist_ok=True)
