@@ -212,10 +212,12 @@ def plot(outcomes: dict[str, Outcome], target: float, path: Path, setup: str) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, o in outcomes.items():
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = plt.get_cmap("tab20").colors
+    for i, (name, o) in enumerate(outcomes.items()):
         xs, ys = zip(*o.curve) if o.curve else ((), ())
-        ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} (lr {o.lr:g})")
+        style = dict(color="black", linewidth=2.5) if name == "mezo" else dict(color=colors[i % len(colors)], linewidth=1.2)
+        ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} (lr {o.lr:g})", **style)
     ax.axhline(target, color="black", linestyle="--", linewidth=1, label="target (MeZO final dev)")
     ax.set_xlabel("forward passes")
     ax.set_ylabel("dev accuracy")

@@ -281,7 +281,10 @@ def wait_for_step(run_dir, step, proc, timeout=120):
     deadline = time.time() + timeout
     path = run_dir / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None:
-        rows = read_jsonl_tolerant(path) if path.exists() else []
+        try:
+            rows = read_jsonl_tolerant(path)
+        except FileNotFoundError:  # not written yet, or just replaced by a run that starts afresh
+            rows = []
         if rows and max(r.get("step", 0) for r in rows) >= step:
             return
         time.sleep(0.01)
