@@ -135,6 +135,12 @@ def test_fzoo_step_is_the_normalised_one_sided_estimate():
     close(model.parameters(), expected)
 
 
+def _hessian_probes(theta, sigma, z, eps):
+    """(L0, L+, L-) at theta and theta +- eps Sigma^{1/2} z, computed on a fresh MLP."""
+    d = [s.sqrt() * x for s, x in zip(sigma, z)]
+    return tuple(loss_at(_orig(theta), regression_closure, [a * x for x in d]) for a in (0.0, eps, -eps))
+
+
 def test_hizoo_preconditions_with_the_ema_diagonal_hessian():
     model, lr, eps, alpha = mlp(), 1e-2, 1e-3, 0.5  # a large alpha: Sigma matters at step 2
     theta = params_of(model)
@@ -142,10 +148,7 @@ def test_hizoo_preconditions_with_the_ema_diagonal_hessian():
     sigma = [torch.ones_like(t) for t in theta]
     for step in range(2):
         z = zs(opt, step)
-        d = [s.sqrt() * x for s, x in zip(sigma, z)]
-        l0 = loss_at(_orig(theta), regression_closure, [0 * x for x in z])
-        lp = loss_at(_orig(theta), regression_closure, [eps * x for x in d])
-        ln = loss_at(_orig(theta), regression_closure, [-eps * x for x in d])
+        l0, lp, ln = _hessian_probes(theta, sigma, z, eps)
         g, h = (lp - ln) / (2 * eps), abs(lp + ln - 2 * l0) / (2 * eps ** 2)
         opt.step(regression_closure(model))
         assert opt.last_projected_grads[0] == pytest.approx(g, rel=1e-5)
@@ -168,10 +171,7 @@ def test_hizoo_l_keeps_each_matrix_hessian_as_the_rank_one_projection_of_the_ema
     sigma = [torch.ones_like(t) for t in theta]  # Sigma_hat (matrices) or Sigma (biases), float64
     for step in range(3):
         z = zs(opt, step)
-        d = [s.sqrt() * x for s, x in zip(sigma, z)]
-        l0 = loss_at(_orig(theta), regression_closure, [0 * x for x in z])
-        lp = loss_at(_orig(theta), regression_closure, [eps * x for x in d])
-        ln = loss_at(_orig(theta), regression_closure, [-eps * x for x in d])
+        _, lp, ln = _hessian_probes(theta, sigma, z, eps)
         g = (lp - ln) / (2 * eps)
         opt.step(regression_closure(model))
         assert opt.last_projected_grads[0] == pytest.approx(g, rel=1e-4)
