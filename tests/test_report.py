@@ -21,20 +21,22 @@ from zoft.report.runs import load_runs, method_label
 
 
 def write_run(root: Path, name: str, *, task="sst2", model="opt-13b", method="ft", optimizer="mezo", lr=1e-6,
-              sample_seed=0, seed=0, dev=None, test=None, status="completed", k=None, objective=None, curve=()):
+              sample_seed=0, seed=0, dev=None, test=None, status="completed", k=None, objective=None, curve=(),
+              metric="accuracy", extra_metrics=None, training=None):
     folder = root / name
     folder.mkdir(parents=True)
     task_cfg = {"name": task, "sample_seed": sample_seed, "objective": objective}
     if k is not None:
         task_cfg["k"] = k
-    metrics = {}
+    metrics = dict(extra_metrics or {})
     if dev is not None:
-        metrics["dev_accuracy"] = dev
+        metrics[f"dev_{metric}"] = dev
     if test is not None:
-        metrics["test_accuracy"] = test
-    payload = {"status": status, "metrics": metrics,
+        metrics[f"test_{metric}"] = test
+    payload = {"status": status, "metrics": metrics, "training": training,
                "config": {"model": {"name": model}, "task": task_cfg, "method": {"name": method},
-                          "optimizer": {"name": optimizer, "lr": lr}, "trainer": {"max_steps": 10}, "seed": seed}}
+                          "optimizer": {"name": optimizer, "lr": lr}, "trainer": {"max_steps": 10, "select_by": "loss"},
+                          "seed": seed}}
     if status == "failed":
         payload["error"] = {"type": "RuntimeError", "message": "boom"}
     (folder / "results.json").write_text(json.dumps(payload))
@@ -90,6 +92,53 @@ def test_method_labels_follow_the_paper_rows():
     assert label("linear-probe", "adam") == "LP"
     assert label("zero-shot", "mezo") == "Zero-shot" and label("icl", "adam") == "ICL"
     assert label("ft", "mezo", objective="metric") == "MeZO (metric objective)"
+    # Every other optimizer is named, never folded into FT or MeZO (issue 29).
+    assert label("ft", "fzoo") == "FZOO" and label("lora", "fzoo") == "FZOO (LoRA)"
+    assert label("ft", "mezo-sgd") == "MeZO-SGD" and label("prefix", "hizoo") == "HiZOO (prefix)"
+    assert label("head", "mezo") == "Head tuning (MeZO)" and label("head", "sgd") == "Head tuning (SGD)"
+    assert label("linear-probe", "adam", lp_then=True) == "LP-FT"
+    assert label("linear-probe", "sgd", lp_then=True) == "LP-FT (SGD)"
+    assert label("ft", "some-new-estimator") == "some-new-estimator"
+    from zoft.optim.registry import OPTIMIZERS
+
+    names = {label(m, o) for m in ("ft", "lora") for o in OPTIMIZERS}
+    assert len(names) == 2 * len(OPTIMIZERS)  # one row per (method, optimizer)
+
+
+def test_a_sweep_mixing_mezo_fzoo_and_adam_never_pools_optimizers(tmp_path):
+    """Full-parameter FZOO is not the paper's FT row, and LoRA-FZOO is not a configuration of
+    FT (LoRA), even with the better dev number."""
+    for seed in (1, 2):
+        write_run(tmp_path, f"mezo{seed}", optimizer="mezo", seed=seed, dev=0.6, test=0.80)
+        write_run(tmp_path, f"fzoo{seed}", optimizer="fzoo", lr=5e-5, seed=seed, dev=0.7, test=0.70)
+        write_run(tmp_path, f"adam{seed}", optimizer="adam", lr=1e-5, seed=seed, dev=0.8, test=0.90)
+        write_run(tmp_path, f"lora-adam{seed}", method="lora", optimizer="adam", lr=1e-4, seed=seed, dev=0.5,
+                  test=0.60)
+        write_run(tmp_path, f"lora-fzoo{seed}", method="lora", optimizer="fzoo", lr=1e-4, seed=seed, dev=0.9,
+                  test=0.50)
+    cells = {c.method: c for c in aggregate(load_runs([tmp_path]))}
+    assert sorted(cells) == ["FT", "FT (LoRA)", "FZOO", "FZOO (LoRA)", "MeZO"]
+    assert {m: (c.mean, c.n_runs) for m, c in cells.items()} == {
+        "MeZO": (80.0, 2), "FZOO": (70.0, 2), "FT": (90.0, 2), "FT (LoRA)": (60.0, 2), "FZOO (LoRA)": (50.0, 2)}
+    assert cells["FT"].paper == (92.0, None) and cells["FZOO"].paper is None
+    assert cells["FT (LoRA)"].chosen == ["default", "default"]  # one configuration: LoRA-Adam alone
+    assert "| task | MeZO | FT | FT (LoRA) | FZOO | FZOO (LoRA) |" in markdown(list(cells.values()))
+
+
+def test_each_task_is_reported_in_its_own_metric(tmp_path):
+    """SQuAD in F1 and SST-2 in accuracy in one table; --metric f1 changes only the tasks that
+    have F1 (it used to blank the accuracy tasks)."""
+    write_run(tmp_path, "sst2", task="sst2", dev=0.8, test=0.9)
+    write_run(tmp_path, "squad", task="squad", metric="f1", dev=0.7, test=0.8,
+              extra_metrics={"dev_em": 0.5, "test_em": 0.6})
+    cells = {c.task: c for c in aggregate(load_runs([tmp_path]))}
+    assert (cells["sst2"].metric, cells["sst2"].mean) == ("accuracy", 90.0)
+    assert (cells["squad"].metric, cells["squad"].mean) == ("f1", 80.0)
+    table = markdown(list(cells.values()))
+    assert "test accuracy (f1: squad) x100" in table and "| squad | 80.0 |" in table and "| sst2 | 90.0 |" in table
+    cells = {c.task: c for c in aggregate(load_runs([tmp_path]), metric="em")}
+    assert (cells["squad"].metric, cells["squad"].mean) == ("em", 60.0)
+    assert (cells["sst2"].metric, cells["sst2"].mean) == ("accuracy", 90.0)
 
 
 def test_paper_tables_hold_the_spec_numbers():
@@ -165,3 +214,32 @@ def test_kernel_runs_get_their_own_row_label():
               "kernel": {"formula": "signgd", "solver": "lstsq"}}
     assert method_label(kernel) == "Kernel (signgd, lstsq)"
     assert method_label({**kernel, "mode": {"name": "train"}}) == "MeZO"
+
+
+def test_curves_start_before_training_mark_the_reported_checkpoint_and_title_what_is_drawn(tmp_path):
+    from zoft.report.plots import _pyplot, curves_figure
+
+    plt = _pyplot()
+    curve = [{"step": s, "loss": 1.0 / s} for s in (10, 20, 30, 40)] + \
+        [{"step": 20, "dev_accuracy": 0.75}, {"step": 40, "dev_accuracy": 0.70}]
+    write_run(tmp_path, "few", dev=0.75, test=0.8, curve=curve, training={"steps": 40, "best_step": 20},
+              extra_metrics={"initial_dev_accuracy": 0.5})
+    fig = curves_figure(plt, load_runs([tmp_path / "few"]), "accuracy")
+    ax_loss, ax_dev = fig.axes[:2]
+    assert ax_loss.get_title() == "training loss"  # 4 points: drawn raw, each marked, nothing smoothed
+    (loss_line,) = ax_loss.get_lines()
+    assert loss_line.get_marker() == "o" and list(loss_line.get_xdata()) == [10, 20, 30, 40]
+    (dev_line,) = ax_dev.get_lines()
+    assert list(dev_line.get_xdata()) == [0, 20, 40]  # step 0: the evaluation before training
+    assert list(dev_line.get_ydata()) == pytest.approx([50.0, 75.0, 70.0])
+    (star,) = ax_dev.collections
+    assert star.get_offsets().tolist() == [[20.0, 75.0]]  # the best step the run restored
+    assert "step 0: before training" in ax_dev.get_title() and "reported checkpoint" in ax_dev.get_title()
+    plt.close(fig)
+
+    many = [{"step": s, "loss": 1.0 / s} for s in range(1, 61)] + [{"step": 60, "dev_accuracy": 0.7}]
+    write_run(tmp_path, "many", dev=0.7, test=0.8, curve=many, training={"steps": 60, "best_step": 60})
+    fig = curves_figure(plt, load_runs([tmp_path / "many"]), "accuracy")
+    assert fig.axes[0].get_title() == "training loss (faint: raw, bold: smoothed)" and len(fig.axes[0].get_lines()) == 2
+    assert fig.axes[1].get_title() == "dev accuracy\n★ reported checkpoint (lowest dev loss)"
+    plt.close(fig)

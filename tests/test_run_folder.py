@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -364,3 +367,97 @@ def test_a_folder_written_before_the_mode_group_existed_still_resumes():
     old = {"model": {"name": "tiny-opt"}, "optimizer": {"name": "mezo", "lr": 1e-3}}
     assert differences(old, {**old, "mode": {"name": "train"}}) == []
     assert differences(old, {**old, "mode": {"name": "kernel"}}) == ["mode.name: 'train' -> 'kernel'"]
+
+
+# ------------------------------------------------- runs you can find: one folder, resume=<folder>
+
+
+def test_the_run_folder_is_decided_once_and_handed_to_hydra(tmp_path):
+    # The clock is read once (to the microsecond here): the folder the check creates is Hydra's.
+    argv = preflight([f"hydra.run.dir={tmp_path}/runs/${{now:%H-%M-%S-%f}}"], CONF)
+    pinned = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    assert len(pinned) == 1 and "${" not in pinned[0]
+    assert [str(p) for p in (tmp_path / "runs").iterdir()] == pinned
+
+
+def test_output_dir_moves_the_hydra_files_and_the_log_too(tmp_path):
+    argv = preflight([f"output_dir={tmp_path / 'x'}"], CONF)
+    assert f"hydra.run.dir={tmp_path / 'x'}" in argv
+
+
+def test_launcher_slurm_without_multirun_says_what_it_does(tmp_path):
+    with pytest.raises(Stop) as stop:
+        preflight(["launcher=slurm", f"hydra.run.dir={tmp_path / 'run'}"], CONF)
+    assert stop.value.code == 2 and "without -m this run would start here, on this machine" in stop.value.message
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_last_continues_the_latest_run_of_the_same_config(finished, tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    older, newer, other = root / "day" / "older", root / "day" / "newer", root / "day" / "other"
+    for folder in (older, newer, other):
+        shutil.copytree(finished, folder)
+    record = json.loads((other / "results.json").read_text())
+    record["config"]["optimizer"]["lr"] = 0.5  # the newest folder holds another config
+    (other / "results.json").write_text(json.dumps(record))
+    os.utime(older / "results.json", (1e9, 1e9))
+    template = f"hydra.run.dir={root}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}"
+    argv = preflight([*SHORT, "trainer.max_steps=30", "resume=last", template], CONF)
+    assert f"hydra.run.dir={newer}" in argv and f"resume={newer}" in argv  # extends it to 30 steps
+    with pytest.raises(Stop) as stop:  # the same length: the completed run is a no-op
+        preflight([*SHORT, "trainer.max_steps=20", "resume=last", template], CONF)
+    assert stop.value.code == 0 and f"{newer} already holds this completed run" in stop.value.message
+    with pytest.raises(Stop) as stop:
+        preflight([*SHORT, "trainer.max_steps=20", "seed=3", "resume=last", template], CONF)
+    assert stop.value.code == 2 and f"resume=last: no run of this config under {root}/" in stop.value.message
+    assert sorted(p.name for p in root.iterdir()) == ["day"]  # nothing created
+
+
+def test_resume_names_the_folder_to_continue(finished):
+    argv = preflight([*SHORT, "trainer.max_steps=30", f"resume={finished}"], CONF)
+    assert f"hydra.run.dir={finished}" in argv
+    with pytest.raises(Stop) as stop:
+        preflight([*SHORT, f"resume={finished / 'nope'}"], CONF)
+    assert stop.value.code == 2 and "no such run folder" in stop.value.message
+    assert not (finished / "nope").exists()
+    with pytest.raises(Stop) as stop:  # a sweep has one folder per job
+        preflight(["-m", "optimizer.lr=1e-3,1e-4", f"resume={finished}"], CONF)
+    assert stop.value.code == 2 and "hydra.sweep.dir=<its folder>" in stop.value.message
+
+
+def test_the_resume_command_names_the_folder_and_the_typed_overrides():
+    from omegaconf import OmegaConf
+
+    from zoft.frontend import resume_command
+
+    hydra_cfg = OmegaConf.create({"overrides": {
+        "hydra": ["hydra.mode=RUN", "hydra.run.dir=/o/x", "hydra.job.chdir=false"],
+        "task": ["task=sst2", "optimizer.lr=1e-5", "resume=last"]}})
+    assert resume_command("train.py", hydra_cfg, Path("/o/2026-12-06/04-37-34")) == \
+        "python train.py hydra.job.chdir=false task=sst2 optimizer.lr=1e-5 resume=/o/2026-12-06/04-37-34"
+    # A folder name that Hydra would split at its commas is quoted for Hydra, then for the shell.
+    command = resume_command("train.py", hydra_cfg, Path("/o/0_a=1,b=2"))
+    assert shlex.split(command)[-1] == "resume='/o/0_a=1,b=2'"
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_the_command_that_resumes_it_in_its_default_folder(tmp_path, straight_run):
+    """The default folder outputs/<date>/<time>: the folder is printed at the start, Ctrl-C prints
+    the command that resumes, that command continues to the straight run, and no other folder
+    (no empty sibling) was made."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *KILL_RUN], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = iter(proc.stdout.readline, "")
+    run_dir = Path(next(line for line in lines if line.startswith("run folder: ")).split(": ", 1)[1].strip())
+    wait_for_step(run_dir, 30, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err[-2000:]
+    command = next(line for line in err.splitlines() if line.startswith("to resume: ")).split(": ", 1)[1]
+    assert command.endswith(f"resume={run_dir}")
+    again = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count(f"run folder: {run_dir}") == 2  # at the start and at the end
+    assert _assert_same_run(run_dir, straight_run, "ctrl-c")["resumed"] == 1
+    assert [p for p in (tmp_path / "outputs").rglob("*") if p.parent.parent == tmp_path / "outputs"] == [run_dir]

@@ -231,7 +231,7 @@ def _hydra_cfg(overrides):
 
 
 @pytest.mark.parametrize("launcher,target", [
-    ("local", "BasicLauncher"), ("joblib", "JoblibLauncher"), ("slurm", "zoft.launchers.SlurmLauncher"),
+    ("local", "BasicLauncher"), ("joblib", "JoblibLauncher"), ("slurm", "hydra_plugins.zoft_launchers.slurm.SlurmLauncher"),
 ])
 def test_launchers_compose(launcher, target):
     if launcher == "slurm":
@@ -239,24 +239,6 @@ def test_launchers_compose(launcher, target):
     cfg = _hydra_cfg([f"launcher={launcher}"])
     assert cfg.hydra.runtime.choices.launcher == launcher
     assert cfg.hydra.launcher._target_.endswith(target)
-
-
-def test_slurm_launcher_settings_and_requeue_switch(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from zoft.launchers import SlurmLauncher
-
-    cfg = _hydra_cfg(["launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
-                      "hydra.launcher.timeout_min=600", "hydra.launcher.max_num_timeout=3"])
-    hl = cfg.hydra.launcher
-    assert (hl.partition, hl.gpus_per_node, hl.timeout_min, hl.max_num_timeout) == ("gpu", 2, 600, 3)
-    params = {k: v for k, v in OmegaConf.to_container(hl).items() if k != "_target_"}
-    params["submitit_folder"] = str(tmp_path / "%j")
-    launcher = SlurmLauncher(**params)
-    launcher.config = OmegaConf.create({"launcher": {"requeue": True}})
-    delayed = launcher.checkpoint([["optimizer.lr=1e-6"]], "hydra.sweep.dir", 0)
-    assert delayed is not None and delayed.function is launcher  # submitit resubmits this job
-    launcher.config = OmegaConf.create({"launcher": {"requeue": False}})
-    assert launcher.checkpoint([["optimizer.lr=1e-6"]], "hydra.sweep.dir", 0) is None
 
 
 def test_job_folder_names_put_overrides_first_and_seeds_last():
@@ -293,3 +275,27 @@ def test_optuna_sweep_runs_trials_and_reports_the_best(tmp_path):
     assert len(trials) == 3 and all(t["status"] == "completed" for t in trials)
     assert best["best_value"] == max(t["metrics"]["dev_accuracy"] for t in trials)
     assert 1e-7 <= best["best_params"]["optimizer.lr"] <= 1e-4
+
+
+def test_job_folders_are_named_by_the_overrides_that_vary(tmp_path):
+    """train.py pins the sweep folder (the clock read once) and leaves the overrides every job
+    shares (typed constants, a sweep file's single values) out of the job folder names."""
+    from zoft.config.resolvers import job_subdir
+    from zoft.frontend import preflight
+
+    typed = ["+sweep=roberta-mezo", "task=sst2", "task.k=16", "trainer.progress_bar=false"]
+    argv = preflight(["-m", *typed, f"hydra.sweep.dir={tmp_path}/${{now:%H-%M-%S-%f}}"], CONF)
+    pinned = [a for a in argv if a.startswith(("hydra.sweep.dir=", "hydra.job.config"))]
+    assert len(pinned) == 2 and "${" not in pinned[0]
+    job = _hydra_cfg([*typed, *pinned, "optimizer.lr=1e-07", "task.sample_seed=13"]).hydra.job
+    assert job.override_dirname == "optimizer.lr=1e-07"
+    assert job_subdir(0, job.override_dirname, 13, 13) == "0_optimizer.lr=1e-07,sample_seed=13,seed=13"
+
+
+def test_the_sweep_ends_with_its_folder_and_the_report_command(tmp_path):
+    from zoft.sweep_summary import job_label, summary_lines
+
+    lines = summary_lines({"completed": [tmp_path / "0_a"], "failed": [tmp_path / "1_b"]}, tmp_path)
+    assert lines == ["sweep: 2 jobs: 1 completed, 1 failed", f"  failed: {tmp_path / '1_b'}",
+                     f"sweep folder: {tmp_path}", f"report: zoft report {tmp_path}"]
+    assert job_label() == ""  # not in a multirun job

@@ -4,7 +4,6 @@ WANDB_MODE=disabled respected, and no wandb process left behind."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, ROOT, compose_config
+from http_helpers import LoopbackServer, clear_proxies, closed_port_url
 from zoft.loggers import wandb_logger
 from zoft.loggers.wandb_logger import choose_mode, flatten, summary_of, train_row_to_wandb
 from zoft.run import run
@@ -96,14 +96,8 @@ def test_bad_logger_values_are_named():
         validate(compose_config(["logger.mode=sometimes"]))
 
 
-def _listen():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)  # the kernel completes the handshake; nobody needs to accept()
-    return server
-
-
 def test_mode_choice(tmp_path, monkeypatch):
+    clear_proxies(monkeypatch)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
@@ -112,19 +106,43 @@ def test_mode_choice(tmp_path, monkeypatch):
     assert mode == "offline" and "no API key" in why
     assert choose_mode("disabled") == ("disabled", None)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there: connection refused
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_BASE_URL", closed_port_url())  # nothing listens there: connection refused
     mode, why = choose_mode(None)
     assert mode == "offline" and "not reachable" in why
-    server = _listen()
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
-    assert choose_mode(None) == ("online", None)
-    server.close()
+    with LoopbackServer() as server:
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        assert choose_mode(None) == ("online", None)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert choose_mode("online") == ("disabled", None)
+
+
+@pytest.mark.parametrize("variable", ["http_proxy", "WANDB_HTTP_PROXY"])
+def test_the_server_is_reached_through_a_proxy(monkeypatch, variable):
+    """As wandb does: its own proxy setting, else the standard variables."""
+    clear_proxies(monkeypatch)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", closed_port_url())  # reachable only through the proxy
+    with LoopbackServer() as proxy:
+        monkeypatch.setenv(variable, proxy.url)
+        assert choose_mode(None) == ("online", None)
+    assert proxy.requests[0][1].startswith(os.environ["WANDB_BASE_URL"])
+
+
+def test_key_from_the_netrc_file_named_by_NETRC(tmp_path, monkeypatch):
+    """wandb reads the file NETRC names (not only ~/.netrc)."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc
+    netrc_file = tmp_path / "elsewhere" / "netrc"
+    netrc_file.parent.mkdir()
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert wandb_logger.has_api_key()
+    monkeypatch.setenv("NETRC", str(tmp_path / "elsewhere" / "missing"))
+    assert not wandb_logger.has_api_key()
 
 
 def test_key_from_netrc(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ class Preempted(Exception):
     """A SIGTERM/SIGUSR1 arrived; the state was checkpointed and the run can resume."""
 
     def __init__(self, step: int, signal_name: str) -> None:
-        super().__init__(f"stopped by {signal_name} after step {step}; checkpoint saved, rerun the same command "
-                         "to resume")
+        # python train.py adds the command that resumes it (the run folder named).
+        super().__init__(f"stopped by {signal_name} after step {step}; checkpoint saved")
         self.step = step
         self.signal_name = signal_name

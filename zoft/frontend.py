@@ -1,22 +1,32 @@
-"""The checks ``python train.py`` makes before Hydra starts: Hydra writes the run folder's
-``.hydra/`` and log before the job function runs, so a command that must not run (a bad value,
-a folder in use or holding another run, a completed run) is stopped here, with the folder
-untouched. Nothing here imports torch or transformers: a bad command fails in about a second.
+"""The checks ``python train.py`` makes before Hydra starts, and the folders it pins.
 
-Multirun commands (``-m``) and Hydra's own informational flags (``--cfg``, ``--help``, ...) are
-left to Hydra; each multirun job validates itself before writing into its own folder.
+Hydra writes the run folder's ``.hydra/`` and log before the job function runs, so a command that
+must not run (a bad value, a folder in use or holding another run, a completed run) is stopped
+here, with the folder untouched. Nothing here imports torch or transformers: a bad command, or
+one whose model weights can be neither found nor downloaded (:mod:`zoft.models.source`), fails
+in about a second.
+
+The folder is decided here, once, and handed to Hydra (``hydra.run.dir=<folder>``): the clock in
+``outputs/${now:...}`` is read a single time, ``output_dir`` moves ``.hydra/`` and the log too, and
+``resume=last`` / ``resume=<folder>`` name the folder to continue. For a multirun (``-m``) the
+sweep folder is pinned the same way and the overrides that are the same in every job are left out
+of the job folder names; each job validates itself before writing into its own folder. Hydra's
+informational flags (``--cfg``, ``--help``, ...) are left to Hydra.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from zoft.config.bounds import schema_fields_of
@@ -25,10 +35,17 @@ from zoft.config.protocol import settle
 from zoft.config.store import register_configs
 from zoft.config.validate import validate
 from zoft.errors import ZoftUserError
-from zoft.rundir import RunFolderError, check_writable, is_locked, plan_attempt
+from zoft.models.source import check_model_available
+from zoft.rundir import (RunFolderError, check_writable, find_last_run, is_locked, plan_attempt, resume_target,
+                         runs_root)
 
-HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
-               "--shell-completion", "-sc", "--resolve", "--package", "-p", "--version", "--experimental-rerun")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+HYDRA_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
+               "--resolve", "--package", "-p", "--version", "--experimental-rerun")
+# Left out of job folder names by conf/config.yaml, whatever their values (the seeds go last).
+SWEEP_DIR_KEY = "hydra.sweep.dir"
+RUN_DIR_KEY = "hydra.run.dir"
+EXCLUDE_KEY = "hydra.job.config.override_dirname.exclude_keys"
 
 
 class Stop(Exception):
@@ -40,31 +57,171 @@ class Stop(Exception):
         self.message = message
 
 
-def preflight(argv: Sequence[str], conf_dir: Path) -> None:
-    """Raise :class:`Stop` when the command must not start (exit 2) or has nothing to do (0)."""
+def preflight(argv: Sequence[str], conf_dir: Path, check_weights: bool = True) -> list[str]:
+    """The command line Hydra should run (``argv`` with the folders pinned), or raise
+    :class:`Stop` when the command must not start (exit 2) or has nothing to do (exit 0).
+    ``check_weights=False`` leaves out the look for the model's weights (cache, Hub): the command
+    is then only composed and validated (the docs' commands, on a machine without the models)."""
+    argv = list(argv)
     problem = unknown_group_choice(argv, conf_dir)
     if problem:
         raise Stop(2, f"error: {problem}")
-    if any(a.split("=", 1)[0] in HYDRA_FLAGS for a in argv):
-        return
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    if flags & set(HYDRA_FLAGS):
+        return argv
     overrides = [a for a in argv if not a.startswith("-")]
+    if flags & set(MULTIRUN_FLAGS):
+        return _plan_sweep(argv, overrides, conf_dir)
+    _check_launcher(overrides, multirun=False)
     cfg = _compose(overrides, conf_dir)
     run_dir = _run_dir(cfg)
+    template = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]  # outputs/${now:...}
     with open_dict(cfg):
         del cfg["hydra"]
     try:
         settle(cfg, overrides)
         validate(cfg)
-        _check_folder(run_dir, cfg)
+        config = _record(cfg)
+        target = resume_target(cfg.resume)
+        if target is not None:
+            run_dir = _resume_folder(target, cfg, config, str(template))
+            argv = _set_override(argv, "resume", str(run_dir))
+        # The weights are looked for (cache, Hub) before torch loads, so a paper command on an
+        # offline machine stops in about a second: after an existing folder's own verdict (a
+        # completed run is a no-op even offline), before a new folder is created.
+        existed = run_dir is not None and run_dir.is_dir()
+        if existed:
+            _check_folder(run_dir, cfg, config)
+        if check_weights:
+            check_model_available(cfg.model)
+        if not existed:
+            _check_folder(run_dir, cfg, config)
     except ZoftUserError as err:
         raise Stop(2, f"error: {err}") from None
+    return argv if run_dir is None else _set_override(argv, RUN_DIR_KEY, str(run_dir))
+
+
+def _check_launcher(overrides: list[str], multirun: bool) -> None:
+    """``launcher=slurm`` submits the jobs of a multirun; a single run would start on this machine."""
+    if "launcher=slurm" not in overrides:
+        return
+    if not multirun:
+        raise Stop(2, "error: launcher=slurm submits the jobs of a multirun to Slurm; without -m this run "
+                      "would start here, on this machine. Add -m to submit it (one job is fine: "
+                      "python train.py -m launcher=slurm ...), or leave launcher=slurm out to run here")
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise Stop(2, "error: launcher=slurm needs hydra-submitit-launcher: pip install -e \".[slurm]\"")
+
+
+def _record(cfg) -> dict:
+    """The config as results.json records it (the protocol table by name)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["protocol"] = {"name": cfg.protocol.name}
+    return config
+
+
+def _resume_folder(target: str, cfg, config: dict, template: str) -> Path:
+    """The folder ``resume=last`` or ``resume=<folder>`` continues (``last``: the latest run of this
+    config under the fixed part of the run-folder template, ``outputs/`` by default)."""
+    if target == "last":
+        folder = find_last_run(runs_root(template), config)
+    else:
+        folder = Path(target)
+        if not folder.is_dir():
+            raise RunFolderError(f"resume={target}: no such run folder (resume takes auto, true, false, last "
+                                 "or the folder of a run)")
+    if cfg.get("output_dir") and Path(cfg.output_dir) != folder:
+        raise RunFolderError(f"output_dir={cfg.output_dir} and resume={target} name different folders; "
+                             "give only one of them")
+    return folder
+
+
+# --------------------------------------------------------------------------------- multirun
+
+
+def _plan_sweep(argv: list[str], overrides: list[str], conf_dir: Path) -> list[str]:
+    """Pin the sweep folder and leave the overrides every job shares out of job folder names."""
+    _check_launcher(overrides, multirun=True)
+    for key in ("output_dir", "resume"):
+        value = next((a.split("=", 1)[1] for a in overrides if a.split("=", 1)[0].lstrip("+") == key), None)
+        if value is not None and (key == "output_dir" or resume_target(value) is not None):
+            raise Stop(2, f"error: {key}={value} names one run folder, but a multirun writes one folder per job "
+                          f"under hydra.sweep.dir; to continue a sweep, rerun it with "
+                          f"hydra.sweep.dir=<its folder> (each job resumes in its own folder)")
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    constants = [o for o in parsed if not o.is_sweep_override()]
+    try:
+        cfg = _compose([o.input_line for o in constants], conf_dir)
+    except Stop:
+        return argv  # each job reports its own composition error
+    sweep_dir = _resolved(cfg, SWEEP_DIR_KEY)
+    if sweep_dir is not None:
+        argv = _set_override(argv, SWEEP_DIR_KEY, sweep_dir)
+    excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+    same = _same_in_every_job(parsed, dict(cfg.hydra.sweeper.get("params") or {}))
+    added = [k for k in same if k not in excluded]
+    if added:
+        argv = _set_override(argv, EXCLUDE_KEY, "[" + ",".join(excluded + added) + "]")
+    return argv
+
+
+def _same_in_every_job(parsed, sweeper_params: dict) -> list[str]:
+    """Keys whose override has one value in every job: a plain command-line override (it also
+    replaces a sweep file's values), or a sweep file's parameter with a single value."""
+    typed = {o.key_or_group for o in parsed if not o.is_hydra_override()}
+    same = [o.key_or_group for o in parsed if not o.is_hydra_override() and not o.is_sweep_override()]
+    params = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper_params.items()])
+    same += [o.key_or_group for o in params if o.key_or_group not in typed and not o.is_sweep_override()]
+    return same
+
+
+# ------------------------------------------------------------------------------ shared pieces
+
+
+def resume_command(script: str, hydra_cfg, run_dir: Path) -> str:
+    """The shell command that continues a stopped run: the overrides it was started with, and
+    ``resume=<its folder>`` (the folder's own timestamp is not reproduced by rerunning)."""
+    dropped = {"resume", "output_dir", RUN_DIR_KEY, "hydra.mode"}  # hydra.mode: Hydra adds it
+    typed = [o for o in [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
+             if o.split("=", 1)[0].lstrip("+~") not in dropped]
+    args = [*typed, f"resume={_hydra_value(str(run_dir))}"]
+    return " ".join(["python", shlex.quote(script), *map(shlex.quote, args)])
+
+
+def _set_override(argv: list[str], key: str, value: str) -> list[str]:
+    """``argv`` with ``key=value`` in place of the one typed (``+``/``++`` forms too), or appended."""
+    item = f"{key}={_hydra_value(value)}"
+    out, replaced = [], False
+    for arg in argv:
+        if not arg.startswith("-") and arg.split("=", 1)[0].lstrip("+") == key:
+            if not replaced:
+                out.append(item)
+            replaced = True
+        else:
+            out.append(arg)
+    return out if replaced else out + [item]
+
+
+def _hydra_value(value: str) -> str:
+    """A value as one Hydra override token: quoted when it holds characters Hydra would parse
+    (a job folder name has ``,`` and ``=``)."""
+    if value.startswith("[") or re.fullmatch(r"[\w./:~@%+-]*", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _resolved(cfg, key: str) -> Optional[str]:
+    try:
+        return str(OmegaConf.select(cfg, key, throw_on_resolution_failure=True))
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve before the job runs
+        return None
 
 
 def _compose(overrides: list[str], conf_dir: Path):
     register_configs()
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors, reported as one line
         raise Stop(2, f"error: {_composition_message(err)}") from None
@@ -90,7 +247,8 @@ def _composition_message(err: Exception) -> str:
 
 
 def _run_dir(cfg) -> Optional[Path]:
-    """The folder this run will write to, when it does not depend on the clock."""
+    """The folder this run writes to: ``output_dir``, else Hydra's run folder with the clock read
+    now, once (None when it cannot resolve before the job runs)."""
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
     try:
@@ -99,7 +257,7 @@ def _run_dir(cfg) -> Optional[Path]:
         return None
 
 
-def _check_folder(run_dir: Optional[Path], cfg) -> None:
+def _check_folder(run_dir: Optional[Path], cfg, config: dict) -> None:
     if run_dir is None or int(os.environ.get("RANK", "0")) > 0:
         return  # torchrun ranks > 0 write nothing; rank 0 checks the folder
     existed = run_dir.is_dir()
@@ -109,8 +267,6 @@ def _check_folder(run_dir: Optional[Path], cfg) -> None:
     busy = is_locked(run_dir)
     if busy:
         raise RunFolderError(busy)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["protocol"] = {"name": cfg.protocol.name}
     attempt = plan_attempt(run_dir, config, cfg.resume, cfg.redo)
     if attempt.action == "done":
         raise Stop(0, attempt.message)

@@ -33,11 +33,12 @@ from zoft.config.choices import EVAL_ONLY
 from zoft.methods.registry import CLOSED_FORM_FITS, Named, apply_method
 from zoft.models.loader import LoadedModel, check_model_available, load_model, resolve_device
 from zoft.objectives.base import EvalResult
-from zoft.objectives.build import build_objective
+from zoft.objectives.build import attach_objective_head, build_objective
 from zoft.optim.build import build_optimizer, build_scheduler, is_zeroth_order
 from zoft.optim.trajectory import TrajectoryWriter
 from zoft.outputs import write_jsonl
 from zoft.results import ResultsFile, RunResults
+from zoft.sweep_summary import job_label
 from zoft.tasks import TaskSpec, get_task
 from zoft.examples import TaskData
 from zoft.tasks.data import load_task_data
@@ -135,6 +136,7 @@ def build_setup(cfg: DictConfig, run_dir: Path, results: RunResults, results_fil
     set_cpu_threads(cfg)
     spec, data = setup_data(cfg, results)
     loaded, precision = setup_model(cfg, data)
+    attach_objective_head(cfg, spec, loaded)  # its parameters exist before the method picks what trains
     named = setup_method(cfg, loaded, results)
     objective = build_objective(cfg, spec, loaded, data)
     return Setup(cfg, run_dir, results, results_file, parallel, resume, on_log, spec, data, precision,
@@ -205,12 +207,14 @@ def run_training(s: Setup) -> None:
     """The closed-form fit when the method has one (LP-then-MeZO), the loop, the final evaluation."""
     splits = prepare_splits(s)
     evaluate_before_training(s, splits)
+    start_dev = None
     if s.cfg.method.name in CLOSED_FORM_FITS:
         closed_form_fit(s, splits)
-        if splits.dev:  # the probe alone, before the loop changes it
-            s.results.pre_training.update(_prefixed("dev", s.evaluate(splits.dev, "dev").metrics))
+        if splits.dev:  # the probe alone, before the loop changes it: a best-checkpoint candidate
+            start_dev = s.evaluate(splits.dev, "dev")
+            s.results.pre_training.update(_prefixed("dev", start_dev.metrics))
     trainer = build_trainer(s, total_steps(s.cfg.trainer, len(splits.train)))
-    outcome = trainer.fit(splits.train, splits.dev, resume=s.resume)
+    outcome = trainer.fit(splits.train, splits.dev, resume=s.resume, start_dev=start_dev)
     s.results.training = {"steps": outcome.steps, "best_step": outcome.best_step, "last_loss": outcome.last_loss,
                           "forward_passes": outcome.forward_passes, "seconds": round(outcome.seconds, 3)}
     final_evaluation(s, splits)
@@ -310,7 +314,8 @@ def print_summary(cfg: DictConfig, metrics: dict[str, float]) -> None:
         head += f" mode=kernel (kernel.formula={cfg.kernel.formula}, kernel.solver={cfg.kernel.solver})"
     elif cfg.method.name not in EVAL_ONLY:
         head += f" optimizer={cfg.optimizer.name}"
-    lines = [head]
+    label = job_label()  # a multirun job: which job this is
+    lines = [f"{head} / {label}" if label else head]
     for split in ("dev", "test"):
         before = metrics.get(f"initial_{split}_{metric}")
         after = metrics.get(f"{split}_{metric}")

@@ -19,13 +19,23 @@ from zoft.loggers import NullLogger, start_logger
 from zoft.outputs import OutputWriteError, git_info, package_versions
 from zoft.recipe import build_setup, print_summary, run_recipe
 from zoft.results import ResultsFile, RunResults
-from zoft.rundir import Attempt, RunLock, clear_outputs, plan_attempt
+from zoft.rundir import Attempt, RunFolderError, RunLock, clear_outputs, find_last_run, plan_attempt, resume_target
 
 log = logging.getLogger("zoft")
 
 
-def resolve_run_dir(cfg: DictConfig) -> Path:
-    """``output_dir`` if set, else Hydra's run folder, else ``outputs/manual``."""
+def resolve_run_dir(cfg: DictConfig, config: dict[str, Any]) -> Path:
+    """The folder ``resume=<folder>`` names (``resume=last``: the latest run of this config under
+    ``outputs/``), else ``output_dir`` if set, else Hydra's run folder, else ``outputs/manual``.
+    (``python train.py`` has already turned ``resume=last`` into the folder.)"""
+    target = resume_target(cfg.resume)
+    if target == "last":
+        return find_last_run(Path("outputs"), config)
+    if target is not None:
+        if not Path(target).is_dir():
+            raise RunFolderError(f"resume={target}: no such run folder (resume takes auto, true, false, last "
+                                 "or the folder of a run)")
+        return Path(target)
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
     try:
@@ -49,10 +59,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg = OmegaConf.structured(cfg)
     # The protocol table's lookups become plain values; each field remembers where it came from.
     protocol = settle(cfg, typed_overrides())
-    run_dir = resolve_run_dir(cfg)
     main = distributed.is_main_process()  # under torchrun only rank 0 writes files
     config = OmegaConf.to_container(cfg, resolve=True)
     config["protocol"] = {"name": cfg.protocol.name}  # the table itself is in conf/protocol/
+    run_dir = resolve_run_dir(cfg, config)
     try:
         validate(cfg)
     except ZoftUserError as err:
@@ -68,7 +78,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return attempt.previous
         if attempt.action == "fresh" and main:
             clear_outputs(run_dir)
-        return _run_attempt(cfg, protocol, run_dir, config, attempt, main)
+        results = _run_attempt(cfg, protocol, run_dir, config, attempt, main)
+        if main:
+            print(f"run folder: {run_dir}", flush=True)
+        return results
     finally:
         if lock is not None:
             lock.release()
@@ -103,6 +116,7 @@ def _run_attempt(cfg: DictConfig, protocol, run_dir: Path, config: dict[str, Any
     logger = None
     try:
         if main:
+            print(f"run folder: {run_dir}" + (" (resuming)" if attempt.action == "resume" else ""), flush=True)
             print(format_block(cfg, protocol), flush=True)
         # Under torchrun only rank 0 logs (one wandb run per job).
         logger = start_logger(cfg, run_dir, results.as_dict()) if main else NullLogger()

@@ -8,6 +8,7 @@
 * :func:`plan_attempt`: what a new attempt in a folder does. A completed run with the same
   run-defining config is a no-op; an unfinished one resumes; a different config is refused,
   naming the keys that differ. ``redo=true`` or ``resume=false`` start the folder afresh.
+* :func:`find_last_run`: the folder ``resume=last`` continues, the latest run of the same config.
 
 Torch-free, so that the train.py front end can check a folder before Hydra writes into it.
 """
@@ -183,6 +184,43 @@ def checkpoint_path(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
 
 
+# resume=<one of these> says how to treat the run folder; any other value names the folder.
+RESUME_MODES = ("auto", "true", "false")
+
+
+def resume_target(resume: Any) -> Optional[str]:
+    """``"last"`` or a folder when ``resume`` names which run to continue; None for a mode."""
+    value = str(resume)
+    return None if value.lower() in RESUME_MODES else value
+
+
+def runs_root(run_dir_template: str) -> Path:
+    """Where ``resume=last`` looks: the fixed part of the run-folder template before its first
+    interpolation (``outputs/${now:%Y-%m-%d}/...`` -> ``outputs``); a fixed template is the folder."""
+    if "${" not in run_dir_template:
+        return Path(run_dir_template)
+    head = run_dir_template.split("${", 1)[0]
+    return Path(head) if head.endswith("/") else Path(head).parent
+
+
+def find_last_run(root: Path, config: dict[str, Any]) -> Path:
+    """The most recently written run folder under ``root`` whose run-defining config equals
+    ``config`` (the keys of :data:`SAFE_TO_CHANGE`, such as the run length, may differ)."""
+    matches, others = [], 0
+    for results in Path(root).rglob("results.json"):
+        before = read_results(results.parent).get("config")
+        if before is None:
+            continue
+        if differences(before, config):
+            others += 1
+            continue
+        matches.append((results.stat().st_mtime, str(results.parent)))
+    if not matches:
+        raise RunFolderError(f"resume=last: no run of this config under {root}/ ({others} run folder"
+                             f"{'' if others == 1 else 's'} there hold other settings); start it without resume=last")
+    return Path(max(matches)[1])
+
+
 def plan_attempt(run_dir: Path, config: dict[str, Any], resume: str, redo: bool) -> Attempt:
     """Decide between a fresh start, a resume and a no-op; refuse a different run.
 
@@ -198,6 +236,9 @@ def plan_attempt(run_dir: Path, config: dict[str, Any], resume: str, redo: bool)
     if mode == "true" and not has_checkpoint:
         raise RunFolderError(f"resume=true but {checkpoint_path(run_dir)} does not exist; use resume=auto "
                              "(continue when a checkpoint exists) or resume=false")
+    if resume_target(resume) is not None and not (has_checkpoint or completed):
+        raise RunFolderError(f"resume={resume} but {checkpoint_path(run_dir)} does not exist (the run stopped "
+                             "before its first checkpoint); start the run again without resume=")
     if not (completed or has_checkpoint):
         return Attempt("fresh", previous)  # nothing here worth keeping: an attempt that died early
     before = previous.get("config")

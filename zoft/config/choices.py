@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from typing import Optional
 
+from zoft.models.families import AUTO, FAMILIES, method_families
+
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
-MODEL_FAMILIES = ("opt", "llama", "roberta", "bert")
+# The families of zoft.models.families (one table), and auto: read from the checkpoint's config.json.
+MODEL_FAMILIES = (*FAMILIES, AUTO)
 MODEL_KINDS = ("causal", "masked", "seq-cls", "encoder")
 PRECISIONS = ("pure", "amp", "fp32")
 SCHEDULERS = ("constant", "linear")
@@ -20,6 +23,8 @@ DIRECTIONS = ("gaussian", "rademacher")
 PERTURBATIONS = ("auto", "inplace", "shadow")
 SAMPLE_SCHEDULERS = ("constant", "linear")  # mezo-nspsa
 NORM_VARIANTS = ("param_norm", "grad_norm")  # mezo-norm (the MeZO paper's Appendix B)
+THRESHOLD_UPDATES = ("fixed", "every_step")  # sparse-mezo: when the magnitude thresholds are computed
+SIGN_OF = ("estimate", "projected_grad")  # zo-sgd-sign: sign(g_hat) (the paper) or sign(g_k) z_k (ZO-Bench's code)
 KERNEL_FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
 KERNEL_SOLVERS = ("lstsq", "logistic", "svr", "svc", "asym")
 KERNEL_BINARY_ONLY = ("svc", "asym")
@@ -35,9 +40,9 @@ METHOD_FAMILIES: dict[str, Optional[tuple[str, ...]]] = {
     "icl": None,
     "head": None,
     "linear-probe": None,
-    "lora": ("opt", "llama", "roberta", "bert"),
-    "prefix": ("opt", "llama", "roberta", "bert"),
-    "prompt": ("opt", "llama", "roberta"),
+    "lora": method_families("lora"),
+    "prefix": method_families("prefix"),
+    "prompt": method_families("prompt"),
 }
 # What a run does (conf/mode/): fine-tune/evaluate, or the kernel view.
 MODES = ("train", "kernel")

@@ -10,21 +10,32 @@ a sweep file) replaces the interpolation and therefore always wins over the tabl
 :func:`describe` reports, for each protocol field, the value that runs and where it came from
 (the table row's source, a preset, or the command line); :func:`settle` turns the lazy table
 lookups into plain values once, at the start of a run.
+
+The OPT-protocol task files write their sample sizes ``${protocol:task.num_train,1000}``: the
+task's own size unless a row says otherwise, as the evaluation-only rows do (zero-shot and ICL
+sample no training set: the original's icl.sh). Runs that train nothing describe only what they
+use: the samples, the demonstrations and the precision, no training schedule.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from zoft.config.choices import EVAL_ONLY
 from zoft.errors import ZoftUserError
-from zoft.optim.registry import is_zeroth_order_name
+from zoft.lmbff.catalog import LMBFF_TASKS
+from zoft.lmbff.settings import objective_note
+from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name
 
 # The fields a protocol decides, with the words the protocol block uses for them.
 FIELDS: dict[str, str] = {
+    "task.num_train": "train set",
+    "task.num_dev": "dev set",
     "trainer.max_steps": "steps",
     "trainer.num_epochs": "epochs",
     "trainer.batch_size": "batch",
@@ -36,6 +47,8 @@ FIELDS: dict[str, str] = {
     "trainer.select_by": "selection",
     "trainer.precision": "precision",
 }
+# The fields a run that trains nothing (zero-shot, ICL) uses.
+EVAL_ONLY_FIELDS = ("task.num_train", "task.num_dev", "trainer.precision")
 # Keys a row's ``when`` may test.
 MATCH_KEYS = ("family", "optimizer", "method", "task", "tiny")
 
@@ -57,6 +70,8 @@ class RunKey:
 
     def label(self) -> str:
         size = ", tiny model" if self.tiny else ""
+        if self.method in EVAL_ONLY:  # no optimizer runs
+            return f"method={self.method} family={self.family}{size}"
         return f"method={self.method} optimizer={self.optimizer} family={self.family}{size}"
 
 
@@ -111,8 +126,12 @@ def _get(values: Any, field: str) -> tuple[bool, Any]:
     return True, node[name]
 
 
-def lookup(rows: Sequence[Any], run: RunKey, field: str) -> tuple[Any, str, Optional[list]]:
-    """(value, source, grid) of ``field`` for ``run``: the last matching row that sets it wins."""
+_NO_DEFAULT = object()
+
+
+def lookup(rows: Sequence[Any], run: RunKey, field: str, default: Any = _NO_DEFAULT) -> tuple[Any, str, Optional[list]]:
+    """(value, source, grid) of ``field`` for ``run``: the last matching row that sets it wins;
+    ``default`` (source "") when no row sets it and a default is given, else an error."""
     found, value, source, grid = False, None, "", None
     for row in rows:
         if not row_matches(row["when"], run):
@@ -123,6 +142,8 @@ def lookup(rows: Sequence[Any], run: RunKey, field: str) -> tuple[Any, str, Opti
             grid = None  # a grid belongs to the value of its own row
         if row["grid"] and field in row["grid"]:
             grid = list(row["grid"][field])
+    if not found and default is not _NO_DEFAULT:
+        return default, "", None
     if not found:
         raise ProtocolError(f"the protocol table has no value of {field} for {run.label()}; "
                             f"set {field}=... on the command line, or add a row to conf/protocol/")
@@ -131,9 +152,10 @@ def lookup(rows: Sequence[Any], run: RunKey, field: str) -> tuple[Any, str, Opti
     return value, source, grid
 
 
-def protocol_value(field: str, *, _root_: DictConfig) -> Any:
-    """The ``protocol`` resolver: ``${protocol:trainer.max_steps}`` in a config file."""
-    return lookup(_root_.protocol.rows, run_key(_root_), field)[0]
+def protocol_value(field: str, *default: Any, _root_: DictConfig) -> Any:
+    """The ``protocol`` resolver: ``${protocol:trainer.max_steps}`` in a config file;
+    ``${protocol:task.num_train,1000}``: 1000 unless a row of the table sets the field."""
+    return lookup(_root_.protocol.rows, run_key(_root_), field, *default[:1])[0]
 
 
 def _is_from_table(cfg: DictConfig, field: str) -> bool:
@@ -159,12 +181,21 @@ def describe(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Ent
     for field in FIELDS:
         if field == "optimizer.eps" and not run.zeroth_order:
             continue
+        if run.method in EVAL_ONLY and field not in EVAL_ONLY_FIELDS:
+            continue  # nothing trains: no schedule to describe
+        if field.startswith("task.") and cfg.task.name in LMBFF_TASKS:
+            continue  # k-shot tasks: the k-shot files decide the samples (task.k)
         group, name = field.split(".", 1)
         if name not in cfg[group]:
             continue
         if _is_from_table(cfg, field):
-            value, source, grid = lookup(cfg.protocol.rows, run, field)
-            entries.append(Entry(field, value, f"table: {source}", grid))
+            own = {"default": None} if group == "task" else {}  # a task file's size: its own value as default
+            value, source, grid = lookup(cfg.protocol.rows, run, field, **own)
+            if source == "":  # no row sets it: the value written in the task's own file
+                value, source = OmegaConf.select(cfg, field), f"task file (conf/task/{cfg.task.name}.yaml)"
+            else:
+                source = f"table: {source}"
+            entries.append(Entry(field, value, source, grid))
         else:
             origin = "set" if typed is None else "command line" if field in typed_keys else "preset"
             entries.append(Entry(field, OmegaConf.select(cfg, field), origin))
@@ -188,18 +219,89 @@ def settle(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Entry
     return [by_field[e.field] for e in entries]
 
 
-def format_block(cfg: DictConfig, entries: Sequence[Entry]) -> str:
-    """The protocol block printed before training: one line per field, with its origin."""
-    lines = [f"protocol ({cfg.protocol.name}) for {run_key(cfg).label()}:"]
+def format_block(cfg: DictConfig, entries: Sequence[Entry], typed: Optional[Sequence[str]] = None) -> str:
+    """The protocol block printed before training: one line per field the run uses, with its
+    origin; the evaluations as the loop will make them. ``typed``: the command line's overrides
+    (default: this Hydra job's)."""
+    run = run_key(cfg)
+    if run.method in EVAL_ONLY:
+        return _evaluation_block(cfg, run, entries)
+    typed = typed if typed is not None else typed_overrides()
+    lines = [f"protocol ({cfg.protocol.name}) for {run.label()}:"]
     epochs = next((e.value for e in entries if e.field == "trainer.num_epochs"), None)
+    no_dev = cfg.task.get("num_dev") == 0 and cfg.task.name not in LMBFF_TASKS
+    forward_mode = run.optimizer in OPTIMIZERS and OPTIMIZERS[run.optimizer].forward_mode
     for e in entries:
         if (e.field == "trainer.num_epochs" and e.value is None) or (e.field == "trainer.max_steps" and epochs):
             continue  # the run length is given once: epochs when set, else steps
+        if e.field == "trainer.select_by" and no_dev:
+            continue  # nothing to select from: the last weights are the run's
+        if e.field == "optimizer.eps" and forward_mode:
+            continue  # a forward gradient differentiates exactly (a jvp): no eps
+        if e.field == "trainer.num_evals":
+            lines.append(_evaluations_line(cfg, e, typed, no_dev))
+            continue
         value = "-" if e.value is None else e.value
         grid = f"  grid {', '.join(map(str, e.grid))}" if e.grid else ""
         lines.append(f"  {FIELDS[e.field]:<13}{str(value):<10}{e.source}{grid}")
-    if cfg.trainer.get("eval_steps") is not None:
-        lines.append(f"  {'eval every':<13}{cfg.trainer.eval_steps:<10}steps (trainer.eval_steps)")
+    if cfg.task.name in LMBFF_TASKS:  # the masked-LM family picks its objective from the model kind
+        lines.append(objective_note(cfg, None if typed is None else _typed_keys(typed)))
+    return "\n".join(lines)
+
+
+def evaluation_count(steps: int, eval_steps: Optional[int], num_evals: int) -> tuple[int, int]:
+    """(steps between dev evaluations, evaluations) of a run of ``steps`` steps, as the training
+    loop makes them (:func:`zoft.train.loop.eval_interval`): every ``eval_steps`` steps when
+    set, else ``num_evals`` spread evenly; and always one at the last step. Interval 0: only
+    that one."""
+    every = eval_steps if eval_steps is not None else (math.ceil(steps / num_evals) if num_evals and steps else 0)
+    if not every or not steps:
+        return 0, 1 if steps else 0
+    return every, steps // every + (1 if steps % every else 0)
+
+
+def _evaluations_line(cfg: DictConfig, num_evals: Entry, typed: Optional[Sequence[str]], no_dev: bool) -> str:
+    """The dev evaluations the run makes, counted as the loop counts them, and what decides them:
+    ``trainer.eval_steps`` when set (``num_evals`` is then unused), else ``num_evals``."""
+    trainer = cfg.trainer
+    before = ", and once before training" if trainer.get("eval_before_training") else ""
+    if no_dev:
+        return f"  {'evaluations':<13}{'0':<10}no dev set (task.num_dev=0)"
+    eval_steps = trainer.get("eval_steps")
+    if eval_steps is not None:
+        origin = "set" if typed is None else "command line" if "trainer.eval_steps" in _typed_keys(typed) else "preset"
+        source = f"trainer.eval_steps={eval_steps} ({origin})"
+    else:
+        source = f"trainer.num_evals={num_evals.value} ({num_evals.source})"
+    if trainer.get("num_epochs") is not None and eval_steps is None:  # steps depend on the train set's size
+        n = num_evals.value
+        when = "at the end" if not n else "once per epoch" if n == trainer.num_epochs else f"every 1/{n} of training"
+        return f"  {'evaluations':<13}{str(max(n, 1)):<10}{when}{before}: {source}"
+    steps = trainer.max_steps
+    every, count = evaluation_count(steps, eval_steps, num_evals.value)
+    if not every:
+        when = "at the end"
+    elif count == 1:
+        when = f"at the end (step {steps})"
+    elif count <= 6:
+        when = "at steps " + ", ".join(str(s) for s in [*range(every, steps + 1, every), steps][:count])
+    else:
+        when = f"every {every} steps" + (f" and at step {steps}" if steps % every else "")
+    return f"  {'evaluations':<13}{str(count):<10}{when}{before}: {source}"
+
+
+def _evaluation_block(cfg: DictConfig, run: RunKey, entries: Sequence[Entry]) -> str:
+    """The block of a run that trains nothing: what it evaluates on and with, no schedule."""
+    lines = [f"protocol ({cfg.protocol.name}) for {run.label()}: evaluation only, nothing trains"]
+    lines += [f"  {FIELDS[e.field]:<13}{str(e.value):<10}{e.source}" for e in entries]
+    if cfg.task.name not in LMBFF_TASKS:
+        lines.append(f"  {'test set':<13}{str(cfg.task.num_test):<10}sampled from the task's test split")
+    if run.method == "icl":
+        lines.append(f"  {'demos':<13}{str(cfg.method.num_demos):<10}per test example, drawn afresh from the whole "
+                     "train split (method.num_demos)")
+    if cfg.task.name in LMBFF_TASKS:  # zero-shot scores with the objective the model kind picks
+        typed = typed_overrides()
+        lines.append(objective_note(cfg, None if typed is None else _typed_keys(typed)))
     return "\n".join(lines)
 
 

@@ -44,6 +44,10 @@ class ModelConfig:
     # true/false: tie or untie.
     tie_word_embeddings: Optional[bool] = None
     tiny: TinyArchConfig = field(default_factory=TinyArchConfig)
+    # The sentence feature an encoder's objective and linear probe read: mean (of the last hidden
+    # states over the attention mask) | cls (first token; BERT seq-cls: the pooler); null: the
+    # objective's own (similarity: mean; cls-head: cls).
+    pooling: Optional[str] = None
     # What a user must have to run this model (printed in errors and the README).
     requires: str = ""
 
@@ -72,6 +76,11 @@ class TaskConfig:
     first_sent_limit: Optional[int] = None
     other_sent_limit: Optional[int] = None
     truncate_head: bool = False
+    # The similarity objective (encoders without an MLM head): one description per class (null:
+    # the template's words with the label word in the mask, e.g. "It was great.") and the
+    # temperature tau of logits = cos(pool(x), pool(text_c)) / tau.
+    label_texts: Optional[list[str]] = None
+    similarity_tau: float = 0.05
 
 
 @dataclass
@@ -123,6 +132,8 @@ class OptimizerConfig:
     # -- estimators of zoft.optim.estimators --
     hessian_smooth: float = 1.0e-8  # hizoo: EMA rate alpha of the diagonal Hessian
     sparsity: float = 0.75  # sparse-mezo: fraction of each weight matrix left unperturbed
+    threshold_update: str = "fixed"  # sparse-mezo: fixed (from the starting weights) | every_step
+    sign_of: str = "estimate"  # zo-sgd-sign: estimate (sign(g_hat), the paper) | projected_grad (sign(g) z, the code)
     sample_scheduler: str = "constant"  # mezo-nspsa: constant | linear growth of n
     sample_steps: Optional[int] = None  # mezo-nspsa: T of the linear schedule (its yaml: trainer.max_steps)
     scale_lr_with_samples: bool = False  # mezo-nspsa: sum the n estimates instead of averaging
@@ -287,9 +298,11 @@ class RunConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     seed: int = 42
     save_model: bool = False
-    # auto: continue from checkpoints/last.pt when the run folder has one; true: require it.
+    # auto: continue from checkpoints/last.pt when the run folder has one; true: require it;
+    # false: start the folder afresh. last: continue the latest run of this config under outputs/;
+    # <folder>: continue the run in that folder (both require its checkpoint).
     resume: str = "auto"
     # A completed run is not run again in its folder (rerunning the command is a no-op);
     # redo=true replaces it with a fresh run.
     redo: bool = False
-    output_dir: Optional[str] = None  # null: Hydra's run folder
+    output_dir: Optional[str] = None  # null: Hydra's run folder; set: everything goes there (.hydra/ too)

@@ -8,10 +8,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION, MODES,
-                                 MODEL_FAMILIES, MODEL_KINDS, NORM_VARIANTS, PERTURBATIONS, PRECISIONS, SAMPLE_SCHEDULERS,
-                                 SCHEDULERS, STRATEGIES)
+                                 MODEL_KINDS, NORM_VARIANTS, PERTURBATIONS, PRECISIONS, SAMPLE_SCHEDULERS,
+                                 SCHEDULERS, SIGN_OF, STRATEGIES, THRESHOLD_UPDATES)
 from zoft.config.bounds import number_problems, unknown_keys
 from zoft.config.kernel_checks import kernel_problems
+from zoft.config.model_checks import family_known, family_problems
 from zoft.config.preflight import MOVED
 from zoft.errors import ZoftUserError
 from zoft.lmbff.settings import check_masked_config
@@ -26,7 +27,7 @@ class ConfigError(ZoftUserError, ValueError):
 
 
 # Which model kinds each task family can run on.
-TASK_FAMILY_KINDS = {"causal": ("causal",), "masked": ("masked", "seq-cls")}
+TASK_FAMILY_KINDS = {"causal": ("causal",), "masked": ("masked", "seq-cls", "encoder")}
 
 
 def _choice(problems: list[str], key: str, value, valid) -> None:
@@ -69,7 +70,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(problems, "logger.name", cfg.logger.name, LOGGERS)
     if cfg.logger.mode is not None:
         _choice(problems, "logger.mode", cfg.logger.mode, LOGGER_MODES)
-    _choice(problems, "resume", str(cfg.resume).lower(), ("auto", "true", "false"))
+    # resume: auto | true | false, or last / a run folder (checked where the folder is found, zoft/rundir.py)
     if "distributed" in cfg:
         _choice(problems, "distributed.strategy", cfg.distributed.strategy, STRATEGIES)
         _choice(problems, "distributed.backend", cfg.distributed.backend, BACKENDS)
@@ -84,7 +85,7 @@ def _check_model_and_task(problems: list[str], cfg: DictConfig):
     """Model vocabularies, the task name, and task x model kind; returns the task (or None)."""
     m, t = cfg.model, cfg.task
     _choice(problems, "model.dtype", m.dtype, DTYPE_NAMES)
-    _choice(problems, "model.family", m.family, MODEL_FAMILIES)
+    problems.extend(family_problems(m))
     _choice(problems, "model.kind", m.kind, MODEL_KINDS)
     try:
         spec = get_task(t.name)
@@ -128,6 +129,11 @@ def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
             problems.append(f"optimizer.probe_batch={o.probe_batch} with method={cfg.method.name}: its trainable "
                             "tensors are not used through a module's forward on the batch rows (a prefix cache, "
                             "a soft prompt); set optimizer.probe_batch=1")
+        if o.probe_batch > 1 and (cfg.task.objective == "similarity" or (
+                cfg.model.kind == "encoder" and not cfg.task.objective)):
+            problems.append(f"optimizer.probe_batch={o.probe_batch} with the similarity objective: its label texts "
+                            "are rows of the same forward as the batch and its head runs outside the model, "
+                            "which batched probes cannot slice; set optimizer.probe_batch=1")
         if o.probe_batch > 1 and o.perturbation == "inplace":
             problems.append(f"optimizer.probe_batch={o.probe_batch} perturbs through forward hooks; "
                             "optimizer.perturbation=inplace cannot, use auto or shadow")
@@ -138,6 +144,12 @@ def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
             problems.append(f"optimizer.n_directions={o.n_directions} is too few for fzoo: it needs >= 2 "
                             "(its step is normalised by the std of the N losses)")
         _choice(problems, "optimizer.zo_variant", o.zo_variant, NORM_VARIANTS)
+        _choice(problems, "optimizer.threshold_update", o.threshold_update, THRESHOLD_UPDATES)
+        _choice(problems, "optimizer.sign_of", o.sign_of, SIGN_OF)
+        if o.name == "sparse-mezo" and o.threshold_update == "fixed" and cfg.method.name == "lora":
+            problems.append("optimizer.threshold_update=fixed with method=lora: LoRA's B matrices start at zero, so "
+                            "their fixed thresholds would be 0 and they would stop training after one step; use "
+                            "optimizer.threshold_update=every_step")
         if o.norm_running_update and not (o.zo_by_layer and o.zo_variant == "grad_norm"):
             problems.append("optimizer.norm_running_update=true needs optimizer.zo_by_layer=true and "
                             f"optimizer.zo_variant=grad_norm (got zo_by_layer={o.zo_by_layer}, "
@@ -224,7 +236,7 @@ def _check_method(problems: list[str], cfg: DictConfig) -> None:
     me, family = cfg.method, cfg.model.family
     problems.extend(check_preset(cfg))
     families = METHOD_FAMILIES.get(me.name)
-    if families is not None and family not in families:
+    if families is not None and family_known(family) and family not in families:
         problems.append(
             f"method.name={me.name!r} does not support model.family={family!r} (model {cfg.model.name!r}); "
             f"supported families: {', '.join(families)}"

@@ -9,6 +9,12 @@
   mismatched) or ``test.csv``, capped at 1000 examples: GLUE by shuffling with seed 42 and taking
   the first 1000, csv as pandas ``sample(n=1000, random_state=42)``.
 
+CR is rebalanced first, as MeZO's data script does (medium_models/data/download_dataset.sh reruns
+the archive's ``original/cr/process.py`` with its 1000 replaced by 250): 250 test examples per
+label, the rest train, so that K = 512 has its 2K training examples per label. A single ``.all``
+file (MR, CR, MPQA, Subj) is split as the archive's ``process.py`` splits it (see
+:func:`split_per_label`).
+
 Output ``<out>/<Task>/<K>-<seed>/{train,dev,test}.{tsv,csv}``: the layout the ``*-kshot`` tasks
 read. Unlike the original, a label with fewer than 2K training examples is refused (the original
 silently wrote short splits), rows with a label outside the task's label set are skipped with a
@@ -53,10 +59,12 @@ LABEL_FIRST_FILES = {
     "mpqa": ("mpqa.all", None),
     "subj": ("subj.all", None),
 }
-# LM-BFF's archive holds 2000 test examples for mr/cr/mpqa/subj; its split cannot be recovered
-# from the ".all" files, so zoft holds out 2000 with its own seed (documented in README).
-HOLDOUT_SIZE = 2000
-HOLDOUT_SEED = 0
+# Test examples per label of the archive's process.py for the tasks that ship one ".all" file;
+# cr's is MeZO's (250: `sed 's/1000/250/'` on that script), the others LM-BFF's own.
+TEST_PER_LABEL = {"mr": 1000, "cr": 250, "mpqa": 1000, "subj": 1000}
+# Tasks whose train.csv/test.csv are re-split from their union (the archive's cr files hold 1000 test
+# examples per label; MeZO's hold 250).
+REBALANCED = {"cr"}
 
 
 @dataclass
@@ -111,22 +119,40 @@ def load_raw(task: LmBffTask, data_dir: str | Path) -> RawData:
         if not (folder / "test.csv").is_file():
             raise LmBffDataError(f"{folder}: train.csv is there but test.csv is missing")
         test = read_csv_checked(folder / "test.csv")
-        return RawData("csv", [], read_csv_checked(folder / "train.csv"), {"test.csv": _cap_rows(test)},
-                       [str(folder / "train.csv"), str(folder / "test.csv")])
+        train = read_csv_checked(folder / "train.csv")
+        sources = [str(folder / "train.csv"), str(folder / "test.csv")]
+        if task.data_name in REBALANCED:
+            # test.csv + train.csv lists each label's lines in the order of the .all file (process.py
+            # wrote the first N of a label to test.csv, the rest to train.csv), so re-splitting the
+            # union gives what process.py writes with the new N, whatever N the files were cut with.
+            per_label = TEST_PER_LABEL[task.data_name]
+            train, test = split_per_label(test + train, per_label)
+            sources = [f"{s} (rebalanced as MeZO: {per_label} test per label, the rest train)" for s in sources]
+        return RawData("csv", [], train, {"test.csv": _cap_rows(test)}, sources)
     train_name, test_name = LABEL_FIRST_FILES[task.data_name]
     rows = read_label_first(folder / train_name)
     if test_name is not None:
         test = read_label_first(folder / test_name)
         sources = [str(folder / train_name), str(folder / test_name)]
     else:
-        order = np.random.RandomState(HOLDOUT_SEED).permutation(len(rows))
-        held = set(order[:HOLDOUT_SIZE].tolist())
-        test = [r for i, r in enumerate(rows) if i in held]
-        rows = [r for i, r in enumerate(rows) if i not in held]
-        sources = [f"{folder / train_name} (holdout of {HOLDOUT_SIZE} test rows, seed {HOLDOUT_SEED})"]
-        log.warning("%s: %s has no test split; holding out %d rows as test (not LM-BFF's split)",
-                    task.data_name, train_name, HOLDOUT_SIZE)
+        per_label = TEST_PER_LABEL[task.data_name]
+        rows, test = split_per_label(rows, per_label)
+        sources = [f"{folder / train_name} (split as the archive's process.py: the first {per_label} lines "
+                   "of each label are test, the rest train)"]
     return RawData("csv", [], rows, {"test.csv": _cap_rows(test)}, sources)
+
+
+def split_per_label(rows: list, test_per_label: int) -> tuple[list, list]:
+    """(train, test) as the LM-BFF archive's ``original/<task>/process.py`` writes them: the rows
+    grouped by label in order of first appearance, each group kept in file order; per label the
+    first ``test_per_label`` rows are test and the rest train; both lists label group after label
+    group. No randomness: the same file always gives the same split."""
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(csv_label(row), []).append(row)
+    test = [row for group in groups.values() for row in group[:test_per_label]]
+    train = [row for group in groups.values() for row in group[test_per_label:]]
+    return train, test
 
 
 def read_glue_checked(task: LmBffTask, path: Path) -> tuple[list[str], list[str]]:

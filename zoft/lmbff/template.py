@@ -273,3 +273,25 @@ def encode_plain(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str], m
         types += [i] * len(new)
     ids, types = ids[:max_length], types[:max_length]
     return EncodedPrompt(tuple(ids), tuple(types), None)
+
+
+def label_texts(template: str, label_words: Sequence[str]) -> list[str]:
+    """One description per class for the ``similarity`` objective: the template's own words with
+    the class's label word in the mask and the input left out (special tokens dropped), e.g.
+    ``*cls**sent_0*_It_was*mask*.*sep+*`` with great/terrible gives "It was great." /
+    "It was terrible.". Punctuation that would start a text (an NLI template's ``?``) is dropped."""
+    parts = parse_template(template)
+    texts = []
+    for word in label_words:
+        pieces = []
+        for part in parts:
+            if part.kind == "text":
+                pieces.append(part.value)
+            elif part.kind == "special" and part.value == "mask":
+                pieces.append(" " + str(word).strip())
+            elif part.kind == "label":
+                pieces.append(" " + str(label_words[part.index]).strip())
+        text = re.sub(r"\s+", " ", "".join(pieces)).strip()
+        text = re.sub(r"^[^\w]+\s*", "", text)
+        texts.append(text or str(word).strip())
+    return texts

@@ -4,7 +4,10 @@
   ``logger.mode``, else automatic: online when an API key is configured and the wandb server answers
   within a few seconds, otherwise offline with one log line saying where the run is stored and how
   to upload it later. A failing online start also falls back to offline. No path fails or hangs
-  the training run for want of a network.
+  the training run for want of a network. The key and the server are looked for where wandb looks:
+  ``WANDB_API_KEY``, else the netrc file (``NETRC``, else ``~/.netrc``, else ``~/_netrc``); the
+  server is asked over HTTP through wandb's proxies (``WANDB_HTTPS_PROXY``/``WANDB_HTTP_PROXY``,
+  else ``https_proxy``/``http_proxy``/``no_proxy``).
 * Runs of one multirun share a group (``logger.group``, default: the sweep folder); each run is
   named after its job folder; the resolved config is logged flat (``optimizer.lr``).
 * Per-step rows go to ``train/<key>`` and dev evaluations to ``dev/<metric>``, with the process's
@@ -19,7 +22,8 @@ import logging
 import netrc
 import os
 import resource
-import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -47,26 +51,51 @@ def _base_url() -> str:
     return os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
 
 
+def netrc_path() -> Path:
+    """The netrc file wandb reads and ``wandb login`` writes: ``NETRC``, else ``~/.netrc``, else
+    ``~/_netrc`` (the first that exists; ``~/.netrc`` when neither does)."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    for name in (".netrc", "_netrc"):
+        if Path("~", name).expanduser().exists():
+            return Path("~", name).expanduser()
+    return Path("~/.netrc").expanduser()
+
+
 def has_api_key() -> bool:
-    """An API key in ``WANDB_API_KEY`` or in ``~/.netrc`` for the wandb host (``wandb login``)."""
+    """An API key in ``WANDB_API_KEY`` or in the netrc file for the wandb host (``wandb login``)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     host = urlparse(_base_url()).hostname or ""
     try:
-        entry = netrc.netrc().authenticators(host)
+        entry = netrc.netrc(str(netrc_path())).authenticators(host)
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(entry and entry[2])
 
 
+def wandb_proxies() -> dict[str, str]:
+    """The proxies wandb uses: its own settings (``WANDB_HTTP_PROXY``, ``WANDB_HTTPS_PROXY``) over the
+    standard variables (``http_proxy``, ``https_proxy``; ``no_proxy`` exempts hosts)."""
+    proxies = urllib.request.getproxies()
+    for scheme in ("http", "https"):
+        own = os.environ.get(f"WANDB_{scheme.upper()}_PROXY")
+        if own:
+            proxies[scheme] = own
+    return proxies
+
+
 def server_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
-    url = urlparse(_base_url())
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """Whether the wandb server answers an HTTP request (any status) within ``timeout`` seconds,
+    through :func:`wandb_proxies`."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler(wandb_proxies()))
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        opener.open(urllib.request.Request(_base_url(), method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # an answer, whatever its status: the server is there
+    except (OSError, ValueError):
         return False
+    return True
 
 
 def choose_mode(configured: Optional[str]) -> tuple[str, Optional[str]]:

@@ -8,6 +8,11 @@ the input embedding (OPT, RoBERTa) the shared matrix trains, as in the original,
 Sequence classifiers (``model.kind=seq-cls``) have no vocabulary projection: head tuning trains
 their task head alone (BERT's ``classifier`` Linear, RoBERTa's ``classifier`` dense + out_proj),
 with the body (pooler included) again run without a graph.
+
+With the ``similarity`` objective (an encoder without either head) there is no projection to
+tune: head tuning trains the :class:`~zoft.models.heads.SimilarityHead`, a scale on the cosine
+logits and one bias per class (classes + 1 parameters), with the body (label texts included)
+run without a graph.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from zoft.methods.common import Named, freeze_all, trainable, untie_head
 from zoft.models.heads import head_of
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
-from zoft.models.heads import classification_head, is_seq_cls
+from zoft.models.heads import classification_head, has_similarity_head, is_seq_cls, similarity_head
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
@@ -70,6 +75,12 @@ def head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 def apply_head(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """Freeze everything but the LM head (seq-cls: the task head); the body builds no graph."""
     freeze_all(model)
+    if has_similarity_head(model):  # the similarity objective: its scale and per-class bias
+        head = similarity_head(model)
+        for p in (head.scale, head.bias):
+            p.requires_grad_(True)
+        run_body_without_graph(model, head)
+        return trainable(model)
     if is_seq_cls(model):
         if cfg.untie_head:
             raise MethodError(f"method.untie_head=true but {type(model).__name__} has no tied vocabulary head; "

@@ -14,6 +14,12 @@ head: the features are the input of the task head's last Linear (BERT: the poole
 RoBERTa: ``tanh(dense(<s>))``), the targets the class indices, and the fit overwrites that Linear
 (weight and bias), so the model then predicts exactly as the fitted classifier.
 
+The ``similarity`` objective (an encoder without either head) is probed differently: a Linear
+on the normalised pooled features, started at the label-text embeddings (the zero-shot
+classifier) and fitted with an L2 pull toward that start (:mod:`zoft.methods.anchored_probe`),
+so strong regularisation leaves the zero-shot head, never a zero head; ``lp_early_stopping`` does
+not apply to it.
+
 ``method.lp_then=<optimizer>`` keeps training afterwards with every parameter trainable (the
 paper's LP-MeZO with ``optimizer=mezo``); otherwise the fit is the whole of training.
 """
@@ -30,7 +36,8 @@ import torch
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable, untie_head
 from zoft.methods.registry import CLOSED_FORM_FITS, ClosedFormFit, register_method
-from zoft.models.heads import is_seq_cls, probed_layer
+from zoft.methods.anchored_probe import fit_anchored_probe
+from zoft.models.heads import has_similarity_head, is_seq_cls, probed_layer, similarity_head
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
@@ -89,12 +96,33 @@ def linear_probe(model: torch.nn.Module, features: torch.Tensor, targets: torch.
             "C": [float(c) for c in np.atleast_1d(clf.C_)][:1], "train_loss": train_ce}
 
 
+@torch.no_grad()
+def anchored_linear_probe(model: torch.nn.Module, objective, features: torch.Tensor, targets: torch.Tensor
+                          ) -> dict[str, Any]:
+    """The similarity objective's probe: anchored at the label-text head (its ``probe_start``),
+    written into the model's probe Linear, which then replaces the label texts."""
+    w0, b0 = objective.probe_start(model)
+    fit = fit_anchored_probe(features, targets, w0, b0)
+    head = similarity_head(model)
+    probe = head.add_probe()
+    probe.weight.copy_(fit.weight.to(probe.weight))
+    probe.bias.copy_(fit.bias.to(probe.bias))
+    head.fitted = True
+    moved = float((fit.weight - w0.double().cpu()).norm() / w0.double().norm())
+    return {"classes": sorted(int(c) for c in torch.unique(targets)), "num_samples": int(len(targets)),
+            "anchor": "label texts", "lambda": fit.lam, "cv_accuracy": fit.cv_accuracy,
+            "train_loss": fit.train_loss, "relative_change": moved}
+
+
 def pre_training_fit(loaded, objective, train_items, cfg: MethodConfig) -> dict[str, Any]:
     """The run's hook: extract features, fit, write back; returns the fit's report."""
     was_training = loaded.model.training
     loaded.model.eval()
     features, targets = objective.features(loaded.model, train_items)  # the objective knows its head
-    out = linear_probe(loaded.model, features, targets, early_stopping=cfg.lp_early_stopping)
+    if has_similarity_head(loaded.model):
+        out = anchored_linear_probe(loaded.model, objective, features, targets)
+    else:
+        out = linear_probe(loaded.model, features, targets, early_stopping=cfg.lp_early_stopping)
     loaded.model.train(was_training)
     log.info("linear probe: %d samples, classes %s, train loss %.4f", out["num_samples"], out["classes"], out["train_loss"])
     return out
@@ -109,9 +137,13 @@ def apply_linear_probe(model: torch.nn.Module, cfg: MethodConfig, family: str) -
                           "set it to false")
     if cfg.untie_head:
         untie_head(model)
+    probed_layer(model)  # the similarity objective's probe Linear exists from here on
     if cfg.lp_then:
         for p in model.parameters():
             p.requires_grad_(True)
+        if has_similarity_head(model):  # the fitted probe replaces the scale and bias
+            for p in (similarity_head(model).scale, similarity_head(model).bias):
+                p.requires_grad_(False)
         return trainable(model)
     freeze_all(model)
     head = probed_layer(model)

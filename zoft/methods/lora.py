@@ -1,6 +1,7 @@
 """LoRA (Hu et al., 2021) via peft, injected in place (the original's large_models/lora.py and medium_models' loralib copy).
 
-The q and v projections of every attention layer (``query``/``value`` for RoBERTa/BERT) get
+The q and v projections of every attention layer (the family's ``lora_targets`` in
+:mod:`zoft.models.families`: ``query``/``value`` for RoBERTa/BERT, Phi-3's fused ``qkv_proj``) get
 ``W x + (alpha / r) * B A x`` with A (r x in) Kaiming-uniform, B (out x r) zero, no dropout. The
 model keeps its own class and forward signature (``peft.inject_adapter_in_model``, not a
 ``PeftModel`` wrapper), so every objective calls it exactly as the plain model. peft's LoRA layers
@@ -23,18 +24,14 @@ from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
+from zoft.models.families import FAMILIES, method_families
 from zoft.models.heads import is_seq_cls
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
 
-# Attention projections that LoRA adapts, per model family.
-LORA_TARGETS = {
-    "opt": ["q_proj", "v_proj"],
-    "llama": ["q_proj", "v_proj"],
-    "roberta": ["query", "value"],
-    "bert": ["query", "value"],
-}
+# Attention projections that LoRA adapts, per model family (the family table's lora_targets).
+LORA_TARGETS = {name: list(f.lora_targets) for name, f in FAMILIES.items() if f.lora_targets}
 
 
 def lora_config(cfg: MethodConfig, family: str) -> LoraConfig:
@@ -50,7 +47,7 @@ def lora_config(cfg: MethodConfig, family: str) -> LoraConfig:
                       target_modules=targets, bias="none", init_lora_weights=True)
 
 
-@register_method("lora", families=tuple(LORA_TARGETS), adapter=True)
+@register_method("lora", families=method_families("lora"), adapter=True)
 def apply_lora(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """Inject LoRA into the q/v projections; ``lora_A``/``lora_B`` train (plus the task head of a
     sequence classifier)."""

@@ -30,13 +30,15 @@ from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
+from zoft.models.families import FAMILIES, method_families
 from zoft.models.heads import is_seq_cls
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
 
-# BERT numbers positions 0, 1, ... like the causal families (right padding), so it shares theirs.
-PREFIX_FAMILIES = ("opt", "llama", "roberta", "bert")
+# Families with the standard key/value cache layout (the family table); how each numbers the
+# positions of real tokens is its ``positions`` (BERT, like the causal families: 0, 1, ...).
+PREFIX_FAMILIES = method_families("prefix")
 ATTR = "prefix_kv"  # trainable names: prefix_kv.keys.<layer>, prefix_kv.values.<layer>
 
 
@@ -171,7 +173,8 @@ def apply_prefix(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Name
     prefix = PrefixKV(layers, cfg.num_prefix, kv_heads, head_dim, weight.dtype, weight.device)
     if cache is not None:
         prefix.copy_from_cache(cache)
-    positions = roberta_positions(model.config.pad_token_id) if family == "roberta" else causal_positions
+    from_pad = FAMILIES[family].positions == "roberta"
+    positions = roberta_positions(model.config.pad_token_id) if from_pad else causal_positions
     install_prefix(model, prefix, positions)
     if is_seq_cls(model):
         unfreeze_head(model)

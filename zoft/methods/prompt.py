@@ -17,6 +17,7 @@ import torch
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
+from zoft.models.families import FAMILIES, method_families
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
@@ -64,7 +65,7 @@ def install_soft_prompt(model: torch.nn.Module, soft: torch.nn.Parameter, robert
     model.register_forward_hook(post_hook, with_kwargs=True)
 
 
-@register_method("prompt", families=("opt", "llama", "roberta"), adapter=True)
+@register_method("prompt", families=method_families("prompt"), adapter=True)
 def apply_prompt(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """Prepend ``num_prefix`` trainable soft-token embeddings to every input."""
     if cfg.num_prefix < 1:
@@ -73,5 +74,6 @@ def apply_prompt(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Name
     weight = model.get_input_embeddings().weight
     ids = torch.randint(0, weight.shape[0], (cfg.num_prefix,), device=weight.device)
     soft = torch.nn.Parameter(weight.detach()[ids].clone())
-    install_soft_prompt(model, soft, model.config.pad_token_id if family == "roberta" else None)
+    from_pad = FAMILIES[family].positions == "roberta"
+    install_soft_prompt(model, soft, model.config.pad_token_id if from_pad else None)
     return trainable(model)

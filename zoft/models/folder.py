@@ -46,6 +46,32 @@ def check_model_folder(folder: Path, setting: str) -> None:
     check_tokenizer(folder, fail)
 
 
+def missing_files(folder: Path) -> list[str]:
+    """The files a loadable model needs that ``folder`` lacks, as names (``config.json``, ``model.safetensors
+    or pytorch_model.bin``, a shard an index lists, ``tokenizer.json or vocab.json ...``); empty when none.
+
+    Only presence is checked: a Hub cache folder holds what a download has completed so far, and
+    huggingface_hub moves each file into place only once it is whole.
+    """
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    index = next((n for n in WEIGHTS_FILES if n.endswith(".index.json") and (folder / n).is_file()), None)
+    if index is not None and not any((folder / n).is_file() for n in WEIGHTS_FILES if not n.endswith(".json")):
+        try:
+            weight_map = json.loads((folder / index).read_text(encoding="utf-8")).get("weight_map") or {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            weight_map = {}
+        missing += [f"{shard} (a shard {index} lists)" for shard in sorted(set(weight_map.values()))
+                    if not (folder / shard).is_file()]
+    elif index is None and not any((folder / n).is_file() for n in WEIGHTS_FILES):
+        missing.append(f"the weights ({' or '.join(WEIGHTS_FILES[::2])}, or a sharded *.index.json with its shards)")
+    if not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        missing.append(f"the tokenizer ({', '.join(TOKENIZER_FILES[:4])} ...)")
+    elif (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file() \
+            and not (folder / "merges.txt").is_file():
+        missing.append("merges.txt (a BPE tokenizer saved as vocab.json needs it)")
+    return missing
+
+
 def check_weights(folder: Path, fail: Callable[[str], NoReturn]) -> None:
     """The first weights file transformers would load is there and complete."""
     name = next((n for n in WEIGHTS_FILES if (folder / n).is_file()), None)

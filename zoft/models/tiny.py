@@ -18,6 +18,7 @@ from transformers import (
     BertConfig,
     BertForMaskedLM,
     BertForSequenceClassification,
+    BertModel,
     LlamaConfig,
     LlamaForCausalLM,
     OPTConfig,
@@ -27,7 +28,10 @@ from transformers import (
     RobertaConfig,
     RobertaForMaskedLM,
     RobertaForSequenceClassification,
+    RobertaModel,
 )
+
+from zoft.errors import ZoftUserError
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import TinyArchConfig
@@ -115,6 +119,9 @@ TINY_CLASSES = {
     ("roberta", "seq-cls"): RobertaForSequenceClassification,
     ("bert", "masked"): BertForMaskedLM,
     ("bert", "seq-cls"): BertForSequenceClassification,
+    # The bare encoder (hidden states only): the similarity objective's sentence encoder.
+    ("bert", "encoder"): BertModel,
+    ("roberta", "encoder"): RobertaModel,
 }
 
 
@@ -138,13 +145,19 @@ def tiny_config(family: str, arch: TinyArchConfig, num_labels: int = 2):
     return BertConfig(max_position_embeddings=arch.max_positions, type_vocab_size=2, **encoder)
 
 
+class TinyModelError(ZoftUserError, ValueError):
+    """No tiny architecture exists for the requested family and kind."""
+
+
 def build_tiny_model(family: str, kind: str, arch: TinyArchConfig, seed: int, num_labels: int = 2) -> PreTrainedModel:
     """Randomly initialise a small model of the given family; ``seed`` fixes the weights;
     ``num_labels`` sizes a seq-cls head."""
     cls = TINY_CLASSES.get((family, kind))
     if cls is None:
-        raise ValueError(f"no tiny model for family={family!r} kind={kind!r}; valid: "
-                         + ", ".join(f"{f}/{k}" for f, k in TINY_CLASSES))
+        raise TinyModelError(f"model.path is null, so a tiny model is built in code, but there is none for "
+                             f"family={family!r} kind={kind!r} (valid: "
+                             + ", ".join(f"{f}/{k}" for f, k in TINY_CLASSES)
+                             + "); set model.path=<Hub id or folder>, e.g. model=hf-causal model.path=Qwen/Qwen3-0.6B")
     config = tiny_config(family, arch, num_labels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from zoft.models.families import FAMILIES
+
 
 def untie_output_embeddings(model: torch.nn.Module) -> bool:
     """Give the output projection its own copy of the tied input embedding.
@@ -40,4 +42,5 @@ def unties_by_default(family: str, kind: str, tie: Optional[bool]) -> bool:
     unless ``model.tie_word_embeddings=false``."""
     if tie is not None:
         return not tie
-    return family == "roberta" and kind == "masked"
+    known = FAMILIES.get(family)
+    return known is not None and known.unties_masked_head and kind == "masked"

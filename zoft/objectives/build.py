@@ -8,6 +8,7 @@ from zoft.models.loader import LoadedModel
 from zoft.objectives.candidates import CandidateObjective
 from zoft.objectives.generation import GenerationObjective
 from zoft.objectives.metric import MetricObjective
+from zoft.lmbff.settings import natural_objective
 from zoft.objectives.mlm import build_masked_objective
 from zoft.tasks.base import TaskSpec
 from zoft.examples import TaskData
@@ -30,6 +31,18 @@ def objective_name(cfg: DictConfig, spec: TaskSpec) -> str:
     if spec.kind == "generation":
         return "lm"
     return "candidates" if cfg.task.train_as_classification else "lm"
+
+
+def attach_objective_head(cfg: DictConfig, spec: TaskSpec, loaded: LoadedModel) -> None:
+    """Objectives that own parameters put them on the model before the method decides what
+    trains: the similarity objective's scale/bias head (an encoder on an LM-BFF task)."""
+    if spec.family != "masked":
+        return
+    name = cfg.task.objective or natural_objective(loaded.kind)
+    if name == "similarity" or (name == "metric" and loaded.kind == "encoder"):
+        from zoft.objectives.similarity import attach_similarity_head
+
+        attach_similarity_head(loaded.model, len(spec.lmbff.labels))
 
 
 def build_objective(cfg: DictConfig, spec: TaskSpec, loaded: LoadedModel, data: TaskData):

@@ -5,7 +5,9 @@
   class logits. Loss: cross-entropy over them; prediction: argmax.
 * ``cls-head``: no template; the standard sequence-classification head on the first token
   (``model.kind=seq-cls``), the paper's no-prompt ablation. Works for any encoder (BERT family).
-* ``metric``: for MeZO only, loss = -(accuracy of the batch) under either scorer above
+* ``similarity``: no MLM head and no task head (``model.kind=encoder``, sentence encoders):
+  cosine similarity of the input's pooled features to the label texts' (zoft.objectives.similarity).
+* ``metric``: for MeZO only, loss = -(accuracy of the batch) under any scorer above
   (non-differentiable objective, ``--optimize_acc``).
 """
 
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from zoft.lmbff.settings import MASKED_OBJECTIVES, natural_objective, prompt_settings
 from zoft.lmbff.template import EncodedPrompt, PromptEncoder, encode_plain
 from zoft.metrics import classification_metrics
-from zoft.models.heads import head_input_features, masked_features
+from zoft.models.heads import HeadInput, classification_head, head_input_features, masked_features
 from zoft.objectives.base import BatchEval, Objective, batches
 from zoft.objectives.metric import MetricObjective
 from zoft.examples import Example
@@ -174,10 +176,33 @@ class MlmPromptObjective(LabelScorer):
 
 
 class ClsHeadObjective(LabelScorer):
-    """Sequence-classification head on the first token (``cls-head``)."""
+    """Sequence-classification head on the first token (``cls-head``); with ``pooling="mean"``
+    (``model.pooling``) the head reads the mean of the last hidden states over the attention
+    mask instead of its own first-token input (BERT's pooler), for encoders whose pooler was
+    never trained (sentence encoders)."""
+
+    def __init__(self, pooling: str = "cls", **kw) -> None:
+        super().__init__(**kw)
+        self.pooling = pooling
+
+    def _mean_pooled_logits(self, model: torch.nn.Module, batch: LabelBatch) -> torch.Tensor:
+        # The whole model runs (its hooks, e.g. prefix tuning's, see the same call); its own
+        # logits are discarded and the head is applied again to the mean-pooled states.
+        out = model(**_model_inputs(model, batch), output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, T, H)
+        mask = batch.attention_mask.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H)
+        head = classification_head(model)
+        if isinstance(head, torch.nn.Linear):  # BERT: dropout, then the classifier
+            dropout = getattr(model, "dropout", None)
+            return head(dropout(pooled) if dropout is not None else pooled)
+        return head(pooled.unsqueeze(1))  # RoBERTa's head reads the first of (B, T, H)
 
     def class_logits(self, model: torch.nn.Module, batch: LabelBatch) -> torch.Tensor:
-        logits = _upcast(model(**_model_inputs(model, batch)).logits)  # (B, num_labels)
+        if self.pooling == "mean":
+            logits = _upcast(self._mean_pooled_logits(model, batch))
+        else:
+            logits = _upcast(model(**_model_inputs(model, batch)).logits)  # (B, num_labels)
         if logits.shape[-1] != len(self.label_words):
             raise ValueError(f"the classification head has {logits.shape[-1]} outputs but the task has "
                              f"{len(self.label_words)} classes")
@@ -191,13 +216,19 @@ class ClsHeadObjective(LabelScorer):
         feats, targets = [], []
         for chunk in batches(items, 32):
             batch = collate(chunk, self.pad_id, self.device)
-            feats.append(head_input_features(model, _model_inputs(model, batch)).cpu())
+            if self.pooling == "mean":
+                with HeadInput(model) as rec:
+                    self.class_logits(model, batch)
+                feats.append(rec.captured[-1].cpu())  # the probed Linear's input, (B, H)
+            else:
+                feats.append(head_input_features(model, _model_inputs(model, batch)).cpu())
             targets.append(batch.labels.cpu())
         return torch.cat(feats), torch.cat(targets)
 
 
 def build_masked_objective(cfg, spec, loaded):
-    """The objective ``task.objective`` names (default: mlm-prompt, or cls-head for seq-cls),
+    """The objective ``task.objective`` names (default: mlm-prompt, cls-head for seq-cls,
+    similarity for an encoder; see :func:`zoft.lmbff.settings.natural_objective`),
     for the LM-BFF task record ``spec`` (its prompt is ``spec.lmbff``)."""
     task = spec.lmbff
     settings = prompt_settings(task, cfg.task)
@@ -208,9 +239,17 @@ def build_masked_objective(cfg, spec, loaded):
     max_len = min(settings.max_seq_length, cfg.model.max_length)
     common = dict(pad_id=tok.pad_token_id, device=loaded.device, metric=task.metric,
                   report=task.extra_metrics, show_progress=cfg.trainer.progress_bar)
-    if loaded.kind == "seq-cls":
-        scorer: LabelScorer = ClsHeadObjective(encode=lambda s: encode_plain(tok, s, max_len),
-                                               label_words=settings.label_words, **common)
+    pooling = cfg.model.get("pooling")
+    if name == "similarity" or (name == "metric" and loaded.kind == "encoder"):
+        # (imported here: zoft.objectives.similarity builds on this module's LabelScorer)
+        from zoft.objectives.similarity import attach_similarity_head, build_similarity_objective
+
+        attach_similarity_head(loaded.model, len(settings.label_words))
+        scorer: LabelScorer = build_similarity_objective(tok, settings, max_len, tau=cfg.task.similarity_tau,
+                                                         pooling=pooling or "mean", **common)
+    elif loaded.kind == "seq-cls":
+        scorer = ClsHeadObjective(encode=lambda s: encode_plain(tok, s, max_len), label_words=settings.label_words,
+                                  pooling=pooling or "cls", **common)
     else:
         encoder = PromptEncoder(tok, settings.template, settings.label_words, max_length=max_len,
                                 first_sent_limit=settings.first_sent_limit,

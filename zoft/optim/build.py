@@ -56,7 +56,7 @@ def _zo_first_order(cfg, groups, seed, model):
 
 
 def _zo_sign(cfg, groups, seed, model):
-    return ZOSign(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
+    return ZOSign(groups, lr=cfg.lr, sign_of=cfg.sign_of, **_zo_settings(cfg, seed, model))
 
 
 def _zo_momentum(cfg, groups, seed, model):
@@ -80,7 +80,8 @@ def _hizoo_low_rank(cfg, groups, seed, model):
 
 
 def _sparse_mezo(cfg, groups, seed, model):
-    return SparseMeZO(groups, lr=cfg.lr, sparsity=cfg.sparsity, **_zo_settings(cfg, seed, model))
+    return SparseMeZO(groups, lr=cfg.lr, sparsity=cfg.sparsity, threshold_update=cfg.threshold_update,
+                      **_zo_settings(cfg, seed, model))
 
 
 def _one_point(cfg, groups, seed, model):

@@ -79,7 +79,8 @@ register_optimizer(OptimizerRecord("mezo-adam", True, "the MeZO estimate fed to 
                                    "gradient + two moments", batched_probes=True))
 register_optimizer(OptimizerRecord("mezo-sgd", True, "the MeZO estimate fed to SGD with momentum",
                                    "gradient + momentum buffer", batched_probes=True))
-register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate", batched_probes=True))
+register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate "
+                                   "(sign_of=projected_grad: ZO-Bench's code, sign(g) z)", batched_probes=True))
 register_optimizer(OptimizerRecord("zo-sgd-mmt", True, "ZO-SGD-MMT (ZO-Bench): heavy-ball momentum on the MeZO "
                                    "estimate, buffer updated from the seeds", "momentum buffer", batched_probes=True))
 register_optimizer(OptimizerRecord("zo-sgd-cons", True, "ZO-SGD-Cons (ZO-Bench): the MeZO step only if it lowers "
@@ -89,7 +90,7 @@ register_optimizer(OptimizerRecord("fzoo", True, "FZOO: N one-sided Rademacher p
 register_optimizer(OptimizerRecord("hizoo", True, "HiZOO: diagonal-Hessian-shaped perturbation and "
                                    "preconditioned step (3 forward passes)", "diagonal Hessian (float32)"))
 register_optimizer(OptimizerRecord("sparse-mezo", True, "Sparse MeZO: MeZO on the small-magnitude weights "
-                                   "(mask recomputed per pass)", batched_probes=True))
+                                   "(thresholds fixed or every step, mask recomputed per pass)", batched_probes=True))
 register_optimizer(OptimizerRecord("mezo-one-point", True, "the MeZO paper's one-point (residual-feedback) "
                                    "estimator, one forward pass per step"))
 register_optimizer(OptimizerRecord("mezo-nspsa", True, "n-SPSA with the MeZO paper's sample scheduler "

@@ -15,6 +15,7 @@ import numpy as np
 
 from zoft.report.paper import OPT_TASKS, PAPER_MODELS, ROBERTA_TASKS, paper_number
 from zoft.report.runs import Run, choose_metric, config_labels
+from zoft.tasks import TASKS
 
 METHOD_ORDER = ["Zero-shot", "ICL", "LP", "Head tuning", "MeZO", "MeZO (LoRA)", "MeZO (prefix)", "MeZO-Adam",
                 "FT", "FT (LoRA)", "FT (prefix)", "FT (SGD)"]
@@ -76,15 +77,39 @@ def best_per_seed(runs: list[Run], metric: str) -> list[tuple[tuple, Run]]:
     return chosen
 
 
+def task_metrics(runs: list[Run], requested: Optional[str] = None) -> dict[tuple, str]:
+    """The metric reported for each (model, task, k): the task's own (accuracy; F1 for SQuAD and
+    DROP, as the paper), or ``requested`` (``--metric``) where that task's runs have it."""
+    completed = [r for r in runs if r.status == "completed"]
+    if requested:
+        choose_metric(completed, requested)  # an error when no run has it
+    by_task: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_task[(run.model, run.task, run.k)].append(run)
+    chosen = {}
+    for key, members in by_task.items():
+        done = [r for r in members if r.status == "completed"]
+        names = {m for r in done for m in r.metric_names()}
+        own = TASKS[key[1]].metric if key[1] in TASKS else None
+        if requested in names:
+            chosen[key] = requested
+        elif own in names or not names:
+            chosen[key] = own or "accuracy"
+        else:  # a task outside the registry: accuracy, else f1, ...
+            chosen[key] = choose_metric(done, None)
+    return chosen
+
+
 def aggregate(runs: list[Run], metric: Optional[str] = None, paper_model: Optional[str] = None) -> list[Cell]:
-    """One Cell per (model, task, k, method) group of runs."""
+    """One Cell per (model, task, k, method) group of runs, each task with its own metric
+    (:func:`task_metrics`)."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         groups[(run.model, run.task, run.k, run.method)].append(run)
-    completed_all = [r for r in runs if r.status == "completed"]
-    metric = choose_metric(completed_all, metric) if completed_all else (metric or "accuracy")
+    metrics = task_metrics(runs, metric)
     cells = []
     for (model, task, k, method), members in groups.items():
+        metric = metrics[(model, task, k)]
         done = [r for r in members if r.status == "completed" and r.value("test", metric) is not None]
         labels = config_labels(done) if done else {}
         picks = best_per_seed(done, metric) if done else []
@@ -137,9 +162,8 @@ def markdown(cells: list[Cell], with_paper: bool = False) -> str:
         mine = [c for c in cells if c.model == model]
         methods = sorted({c.method for c in mine}, key=lambda m: rank_in(m, METHOD_ORDER))
         tasks = list(dict.fromkeys(c.task_label for c in mine))
-        metric = mine[0].metric
         n_seeds = sorted({len(c.test) for c in mine})
-        out.append(f"### {model}: test {metric} x100, mean (std) over seeds "
+        out.append(f"### {model}: test {metric_title(mine)} x100, mean (std) over seeds "
                    f"({'/'.join(map(str, n_seeds))}), best dev configuration per seed\n")
         out.append("| task | " + " | ".join(methods) + " |")
         out.append("| --- |" + " --- |" * len(methods))
@@ -153,6 +177,17 @@ def markdown(cells: list[Cell], with_paper: bool = False) -> str:
         out.append(f"\n{runs} runs: {runs - failed - unfinished} completed, {failed} failed, "
                    f"{unfinished} not finished (failed and unfinished runs are left out).\n")
     return "\n".join(out)
+
+
+def metric_title(cells: list[Cell]) -> str:
+    """The metric of a table's tasks: "accuracy", or "accuracy (f1: squad, drop)" when tasks differ."""
+    by_metric: dict[str, list[str]] = defaultdict(list)
+    for c in cells:
+        if c.task_label not in by_metric[c.metric]:
+            by_metric[c.metric].append(c.task_label)
+    main = max(by_metric, key=lambda m: (len(by_metric[m]), m == "accuracy"))
+    others = "; ".join(f"{m}: {', '.join(tasks)}" for m, tasks in by_metric.items() if m != main)
+    return f"{main} ({others})" if others else main
 
 
 CSV_COLUMNS = ["model", "task", "k", "method", "metric", "mean", "std", "n_seeds", "n_runs", "n_failed",

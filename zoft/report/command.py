@@ -20,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "std) of its test metric over seeds, x100 (as medium_models/tools/gather_result.py).")
     p.add_argument("folders", nargs="+", type=Path, help="multirun or run folders (searched for results.json)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <first folder>/report)")
-    p.add_argument("--metric", default=None, help="metric to report (default: accuracy, else f1, ...)")
+    p.add_argument("--metric", default=None,
+                   help="report this metric for the tasks whose runs have it; the other tasks keep their own "
+                        "(default: each task's own: accuracy, F1 for SQuAD/DROP, ...)")
     p.add_argument("--paper", action="store_true", help="add the paper's numbers and the difference")
     p.add_argument("--paper-model", choices=PAPER_MODELS, default=None,
                    help="compare with this model's numbers (default: the runs' model when the paper has it)")
@@ -44,7 +46,7 @@ def run_report(args: argparse.Namespace) -> int:
     if args.plot:
         from zoft.report.plots import bar_chart, learning_curves
 
-        written += learning_curves(runs, cells[0].metric, out)
+        written += learning_curves(runs, cells, out)
         written += bar_chart(cells, out, with_paper=args.paper)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

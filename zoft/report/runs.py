@@ -16,7 +16,16 @@ log = logging.getLogger("zoft")
 # Preferred report metric when a run has several (the paper: accuracy, F1 for SQuAD/DROP).
 METRIC_PREFERENCE = ("accuracy", "f1", "em", "exact_match", "mcc")
 EVAL_ONLY_LABELS = {"zero-shot": "Zero-shot", "icl": "ICL"}
-ZO_LABELS = {"mezo": "MeZO", "mezo-sgd": "MeZO", "mezo-adam": "MeZO-Adam"}
+# The row name of each optimizer: the paper's (MeZO, MeZO-Adam, FT) or the estimator's authors'.
+# Every optimizer has its own name, so runs of different optimizers are never pooled into one
+# row (an optimizer missing here is named as typed: optimizer.name).
+OPTIMIZER_LABELS = {
+    "adam": "FT", "sgd": "FT", "mezo": "MeZO", "mezo-adam": "MeZO-Adam", "mezo-sgd": "MeZO-SGD",
+    "zo-sgd-sign": "ZO-SGD-Sign", "zo-sgd-mmt": "ZO-SGD-MMT", "zo-sgd-cons": "ZO-SGD-Cons", "fzoo": "FZOO",
+    "hizoo": "HiZOO", "hizoo-l": "HiZOO-L", "sparse-mezo": "Sparse-MeZO", "mezo-one-point": "MeZO one-point",
+    "mezo-nspsa": "MeZO n-SPSA", "lozo": "LOZO", "subzero": "SubZero", "forward-grad": "Forward-Grad",
+    "mezo-norm": "MeZO-norm",
+}
 PEFT_LABELS = {"lora": "LoRA", "prefix": "prefix", "prompt": "prompt"}
 # Config keys that never distinguish one configuration from another.
 IGNORED_PREFIXES = ("logger.", "launcher.", "output_dir", "extra.", "trainer.progress_bar", "trainer.num_workers",
@@ -35,6 +44,7 @@ class Run:
     metrics: dict[str, float]
     error: Optional[str] = None
     flat: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # results.json "training": steps, best_step, ...
 
     @property
     def model(self) -> str:
@@ -72,26 +82,26 @@ class Run:
 
 
 def method_label(config: dict[str, Any]) -> str:
-    """The paper's row name for a run: "MeZO", "MeZO (LoRA)", "MeZO-Adam", "FT (prefix)", "LP", ..."""
+    """The row name of a run, one per (method, optimizer): the paper's ("MeZO", "MeZO (LoRA)",
+    "MeZO-Adam", "FT (prefix)", "FT (SGD)", "LP", ...) or the estimator's ("FZOO", "HiZOO (LoRA)")."""
     method = config["method"]["name"]
     optimizer = config["optimizer"]["name"]
     if config.get("mode", {}).get("name") == "kernel" or optimizer == "kernel":  # (optimizer=kernel: older runs)
         kernel = config.get("kernel", {})
         return f"Kernel ({kernel.get('formula', 'sgd')}, {kernel.get('solver', 'logistic')})"
-    if method in EVAL_ONLY_LABELS:
+    if method in EVAL_ONLY_LABELS:  # no optimizer runs
         return EVAL_ONLY_LABELS[method]
-    base = ZO_LABELS.get(optimizer, "FT")
+    base = OPTIMIZER_LABELS.get(optimizer, optimizer)
     if method == "linear-probe":
-        then = config["method"].get("lp_then")
-        return f"LP-{base}" if then else "LP"
-    if method == "head":
-        base = "Head tuning"
-    details = []
-    if optimizer == "sgd":
-        details.append("SGD")
+        if not config["method"].get("lp_then"):
+            return "LP"  # a logistic regression on the features: no optimizer runs
+        base = f"LP-{base}"
+    details = ["SGD"] if optimizer == "sgd" else []
+    if method == "head":  # the paper's head tuning is backprop with Adam; others name their optimizer
+        base, details = "Head tuning", details if optimizer in ("adam", "sgd") else [base]
     if method in PEFT_LABELS:
         details.append(PEFT_LABELS[method])
-    elif method not in ("ft", "head"):
+    elif method not in ("ft", "head", "linear-probe"):
         details.append(method)
     if config["task"].get("objective") == "metric":
         details.append("metric objective")
@@ -135,6 +145,7 @@ def load_runs(folders: list[Path]) -> list[Run]:
             runs.append(Run(path=path.parent, status=data.get("status", "unknown"), config=config,
                             metrics=data.get("metrics") or {},
                             error=f"{error['type']}: {error['message']}" if error else None,
+                            training=data.get("training") or {},
                             flat={k: v for k, v in flatten(config).items() if _is_config_key(k)}))
     if not runs:
         raise ReportError(f"no results.json under {', '.join(map(str, folders))}")

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -141,25 +140,35 @@ def _object(path: Path, where: str, value: Any) -> dict[str, Any]:
 
 
 def read_hub_split(hub_id: str, config: Optional[str], split: str) -> list[dict[str, Any]]:
-    """Load a split with ``datasets``; fails fast with a clear message when offline."""
-    from zoft.models.loader import _hub_reachable  # transformers loads only for a Hub dataset
+    """Load a split with ``datasets``, deciding Hub access as the library does (:mod:`zoft.hub`).
 
-    hint = "Download the data elsewhere and pass task.data_dir=/path/to/files (see README, 'Data')."
-    cache_only = os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    if not cache_only and not _hub_reachable():
-        raise DataFileError(
-            f"cannot load dataset {hub_id!r} ({config or 'default'}): the Hugging Face Hub cannot "
-            f"be reached from this machine. {hint} (Set HF_DATASETS_OFFLINE=1 to use the local "
-            "datasets cache.)"
-        )
+    ``datasets``' own offline switch (``HF_DATASETS_OFFLINE``, else ``HF_HUB_OFFLINE``) reads only
+    its local cache. Otherwise the Hub is asked first, through the configured proxies and within a
+    few seconds, so an offline machine, a gated dataset or a misspelt id is reported before
+    ``datasets`` retries. Whatever ``datasets`` itself then raises is kept in the message, beside
+    zoft's hint.
+    """
+    import datasets  # heavy; only a Hub dataset needs it
+
+    from zoft.hub import Access, gated_advice, hub_endpoint, not_found_advice, one_line, probe_repo
+
+    hint = "Download the data elsewhere and pass task.data_dir=/path/to/files (see docs/tasks.md, 'Data': the files each task reads)."
+    what = f"dataset {hub_id!r} ({config or 'default'})"
+    offline = bool(datasets.config.HF_HUB_OFFLINE)
+    if not offline:
+        answer = probe_repo(hub_id, "dataset")
+        if answer.access is Access.UNREACHABLE:
+            raise DataFileError(
+                f"cannot load {what}: the Hugging Face Hub ({hub_endpoint()}) cannot be reached from this "
+                f"machine ({answer.detail}). {hint} (Set HF_DATASETS_OFFLINE=1 to use the local datasets cache.)")
+        if answer.access is Access.GATED:
+            raise DataFileError(f"cannot load {what}: {gated_advice(hub_id, 'dataset')} ({answer.detail})")
+        if answer.access is Access.NOT_FOUND:
+            raise DataFileError(f"cannot load {what}: {not_found_advice(hub_id, 'dataset')} ({answer.detail})")
     try:
-        import datasets
-
         ds = datasets.load_dataset(hub_id, config, split=split)
-    except Exception as err:  # noqa: BLE001 - re-raised with guidance
-        where = "it is not in the local datasets cache" if cache_only else str(err)
-        raise DataFileError(
-            f"cannot load dataset {hub_id!r} ({config or 'default'}) split {split!r}: {where}. "
-            + hint
-        ) from None
+    except Exception as err:  # noqa: BLE001 - re-raised with guidance, the library's reason kept
+        where = ("HF_DATASETS_OFFLINE=1 (or HF_HUB_OFFLINE=1): only the local datasets cache is read, and "
+                 "datasets says: " if offline else "datasets says: ") + one_line(err)
+        raise DataFileError(f"cannot load {what} split {split!r}: {where}. {hint}") from None
     return [dict(r) for r in ds]

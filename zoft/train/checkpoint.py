@@ -1,11 +1,17 @@
 """Resumable training state: one file, written atomically, holding everything the loop needs to
 continue bit-identically (trainable weights, optimizer incl. the ZO seed stream, LR schedule,
-loop position, RNG states, best-so-far bookkeeping)."""
+loop position, RNG states, best-so-far bookkeeping).
+
+It is read back with ``torch.load(weights_only=True)``: tensors, numbers, strings and containers
+only, plus the few numpy types of numpy's RNG state (:data:`ALLOWED_GLOBALS`). A file holding
+any other pickled object (one copied from a shared disk or downloaded) is refused before
+anything in it runs: an arbitrary pickle can execute code when loaded."""
 
 from __future__ import annotations
 
 import pickle
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,6 +23,15 @@ from zoft.outputs import save_tensors
 from zoft.rundir import RunFolderError, differences
 
 CHECKPOINT_NAME = "last.pt"
+# What the payload holds besides torch's own types: ``np.random.get_state()`` is a tuple with a
+# uint32 ndarray. Nothing else is unpickled (the optimizer's and scheduler's state dicts hold
+# tensors, numbers and containers; the RNG states of python and torch are tuples and tensors).
+ALLOWED_GLOBALS = [
+    getattr(np, "_core", getattr(np, "core", None)).multiarray._reconstruct,  # numpy 2: np._core
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),  # numpy.dtypes.UInt32DType
+]
 
 
 @dataclass
@@ -102,12 +117,32 @@ def load_checkpoint(
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's payload; a truncated or foreign file is a clear error, not a traceback."""
+    """The checkpoint's payload; a truncated file, a foreign file, or one holding pickled objects
+    a zoft checkpoint never contains is a clear error, not a traceback (and nothing in it runs)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise RunFolderError(f"{path} is not a readable zoft checkpoint ({type(err).__name__}: {err}); "
-                             "it may be truncated. Start afresh with resume=false, or delete it") from None
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise RunFolderError(_unreadable(path, err)) from None
+        raise RunFolderError(
+            f"{path} holds a pickled object that a zoft checkpoint never contains ({_refused_global(err)}); "
+            "refused to load it, since unpickling it could run code. If the file is not yours, delete it; "
+            "start afresh with resume=false") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise RunFolderError(_unreadable(path, err)) from None
     if not isinstance(payload, dict) or not {"weights", "optimizer", "scheduler", "loop"} <= set(payload):
         raise RunFolderError(f"{path} is not a zoft checkpoint (no weights/optimizer/scheduler/loop entries)")
     return payload
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    return (f"{path} is not a readable zoft checkpoint ({type(err).__name__}: {err}); "
+            "it may be truncated. Start afresh with resume=false, or delete it")
+
+
+def _refused_global(err: BaseException) -> str:
+    """The name torch's weights-only unpickler refused, from its message ("Unsupported global:
+    GLOBAL os.system ...")."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"it refers to {found.group(1)}" if found else "a type outside the allow-list"

@@ -287,10 +287,14 @@ class Trainer:
         log.warning("step %d: %s; rolled back to step %d with the LR scaled x%g", step, reason, restored.step, scale)
         return restored
 
-    def fit(self, train_items: Sequence, dev_items: Sequence, resume: bool = False) -> TrainResult:
+    def fit(self, train_items: Sequence, dev_items: Sequence, resume: bool = False,
+            start_dev: Optional[EvalResult] = None) -> TrainResult:
         """Train to ``total_steps``, evaluating, checkpointing and stopping on a signal; the best
-        weights by dev are restored at the end."""
+        weights by dev are restored at the end. ``start_dev``: the dev evaluation of the weights
+        before the first step (a linear probe's), which then count as a candidate (step 0)."""
         run = _Run(self, train_items, dev_items, resume)
+        if start_dev is not None and run.state.step == 0:
+            self._keep_start(run, start_dev)
         self.model.train(not self.zeroth_order)  # MeZO runs without dropout, as the original
         with StopSignals() as signals:
             try:
@@ -353,6 +357,13 @@ class Trainer:
         if improved:
             run.state.best_value, run.state.best_step, run.state.best_dev = value, step, dict(result.metrics)
             self._save_best()
+
+    def _keep_start(self, run: "_Run", result: EvalResult) -> None:
+        """The starting weights as the first best-checkpoint candidate (step 0)."""
+        run.state.best_value, run.state.best_step = result.metrics[run.key], 0
+        run.state.best_dev = dict(result.metrics)
+        run.write({"step": 0, **{f"dev_{k}": v for k, v in result.metrics.items()}, "best": True})
+        self._save_best()
 
     def _checkpoint_or_stop(self, run: "_Run", step: int, signals: "StopSignals") -> None:
         """The rolling checkpoint at its interval, and the stop a signal asked for (after a

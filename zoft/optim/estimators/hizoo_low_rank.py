@@ -4,24 +4,29 @@ The HiZOO paper (Zhao et al., ICLR 2025) proposes HiZOO-L, "a low-rank version" 
 Hessian that cuts the Hessian's memory to about 10% of MeZO's; the released code
 (Yanjun-Zhao/HiZOO) has no HiZOO-L. zoft's reading, stated here because it could not be checked
 against the authors': every weight matrix (a tensor with 2+ dimensions, viewed as
-(shape[0], numel / shape[0]) = m x n) keeps Sigma as Adafactor's rank-1 factorisation of a
+(shape[0], numel / shape[0]) = m x n) keeps H as Adafactor's rank-1 factorisation of a
 non-negative matrix, a row vector R (m) and a column vector C (n)::
 
-    Sigma_hat = R C^T / sum(R)                                   (m + n floats instead of m n)
+    H_hat = R C^T / sum(R)                                       (m + n floats instead of m n)
 
-and per step, with HiZOO's scalars g and h (:mod:`zoft.optim.estimators.hizoo`)::
+and per step applies HiZOO's current rule (:mod:`zoft.optim.estimators.hizoo`) to the factored
+H, with HiZOO's scalars g and h::
 
-    T      = (1 - alpha) * Sigma_hat + alpha * h * z^2 / Sigma_hat     (HiZOO's EMA, elementwise)
-    R, C   = row sums of T, column sums of T                            (the rank-1 projection)
-    theta <- theta - lr * (g * Sigma_hat_new^{1/2} z + weight_decay * theta)
+    L+- = L(theta +- eps * z / sqrt(H_hat))
+    T      = (1 - alpha) * H_hat + alpha * h * H_hat * z^2          (HiZOO's EMA, elementwise)
+    R, C   = row sums of T, column sums of T                        (the rank-1 projection)
+    theta <- theta - lr * (g * z / sqrt(H_hat_new) + weight_decay * theta)
 
-1-D tensors (biases, norms) keep HiZOO's full diagonal (they are small). The perturbation is
-L(theta +- eps Sigma_hat^{1/2} z) as HiZOO's, with Sigma_hat rebuilt chunk by chunk from R and C.
+1-D tensors (biases, norms) keep HiZOO's full diagonal (they are small). The projection keeps
+the row and column sums of T, so the total sum(H_hat) follows HiZOO's EMA exactly. (Until zoft
+followed the authors' current code, this module applied their first release's Sigma rule to the
+factors; see hizoo.py.)
 
 Memory: the factors (m + n floats per matrix); the update runs chunk by chunk (two passes: the
-restore and the row and column sums of T, then the step with the new Sigma_hat), so its
+restore and the row and column sums of T, then the step with the new H_hat), so its
 temporaries are chunk-sized plus one column-sum vector (n floats) per chunk. Three
-forward passes per step, replayable (g and h recorded), resume exact (R, C in ``state_dict``).
+forward passes per step, replayable (g and h recorded), resume exact (R, C in ``state_dict``,
+float32).
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ def _matrix_shape(p: torch.Tensor) -> tuple[int, int]:
     return p.shape[0], p.numel() // p.shape[0]
 
 
-def sigma_chunk(row: torch.Tensor, col: torch.Tensor, start: int, count: int) -> tuple[torch.Tensor, ...]:
-    """Sigma_hat at flat positions [start, start + count) of the m x n view, (R_i C_j) / sum(R),
+def hessian_chunk(row: torch.Tensor, col: torch.Tensor, start: int, count: int) -> tuple[torch.Tensor, ...]:
+    """H_hat at flat positions [start, start + count) of the m x n view, (R_i C_j) / sum(R),
     with the row and column index of each position."""
     flat = torch.arange(start, start + count, device=row.device)
     rows, cols = flat // col.numel(), flat % col.numel()
@@ -48,7 +53,7 @@ def sigma_chunk(row: torch.Tensor, col: torch.Tensor, start: int, count: int) ->
 
 
 class _FactoredScaled(TransformedSampler):
-    """Direction Sigma_hat^{1/2} z: matrices from their factors, 1-D tensors from their diagonal."""
+    """Direction z / sqrt(H_hat): matrices from their factors, 1-D tensors from their diagonal."""
 
     def __init__(self, base, factors_of: Callable[[int], tuple], diagonal_of: Callable[[int], torch.Tensor]) -> None:
         super().__init__(base)
@@ -59,10 +64,10 @@ class _FactoredScaled(TransformedSampler):
         start = c * chunk_size(z.device)
         factors = self.factors_of(index)
         if factors is None:
-            sigma = self.diagonal_of(index).view(-1)[start:start + z.numel()]
+            hessian = self.diagonal_of(index).view(-1)[start:start + z.numel()]
         else:
-            sigma = sigma_chunk(*factors, start, z.numel())[0]
-        return (z * sigma.sqrt()).to(x.dtype)
+            hessian = hessian_chunk(*factors, start, z.numel())[0]
+        return (z / hessian.sqrt()).to(x.dtype)
 
 
 class HiZOOLowRank(HiZOO):
@@ -76,10 +81,10 @@ class HiZOOLowRank(HiZOO):
                                          lambda i: self.hessian(self._by_index[i])))
 
     def describe(self) -> dict:
-        return {**super().describe(), "rule": "hizoo-l"}
+        return {**super().describe(), "rule": "hizoo-l-2025"}
 
     def factors(self, p: torch.Tensor):
-        """(R, C) of a matrix ``p`` (float32; R = n, C = m at first, i.e. Sigma_hat = 1), or
+        """(R, C) of a matrix ``p`` (float32; R = n, C = m at first, i.e. H_hat = 1), or
         None for a 1-D tensor (its full diagonal is :meth:`hessian`)."""
         if p.dim() < 2:
             return None
@@ -92,7 +97,7 @@ class HiZOOLowRank(HiZOO):
 
     def _descend(self, scalars: Sequence[float]) -> None:
         """1-D tensors: HiZOO's chunked pass. Matrices, chunk by chunk: restore and the row and
-        column sums of the EMA target T, then the update with the new Sigma_hat."""
+        column sums of the EMA target T, then the update with the new H_hat."""
         params = self._params()
         self._diagonal_pass(scalars, [entry for entry in params if entry[2].dim() < 2])
         matrices = [(group, i, p) for group, i, p in params if p.dim() >= 2]
@@ -110,11 +115,11 @@ class HiZOOLowRank(HiZOO):
         def restore_and_sum(index, c, draw, theta):
             z = draw(step, 0)
             row, col = factors[index]
-            sigma, rows, cols = sigma_chunk(row, col, c * chunk_size(z.device), z.numel())
-            for t in owed[index]:  # undo theta - eps Sigma_hat^{1/2} z with the Sigma_hat that displaced it
-                theta.add_((z * sigma.sqrt()).to(theta.dtype), alpha=t.alpha)
+            hessian, rows, cols = hessian_chunk(row, col, c * chunk_size(z.device), z.numel())
+            for t in owed[index]:  # undo theta - eps z / sqrt(H_hat) with the H_hat that displaced it
+                theta.add_((z / hessian.sqrt()).to(theta.dtype), alpha=t.alpha)
             if alpha != 0.0:
-                target = (1.0 - alpha) * sigma + (alpha * h) * z * z / sigma
+                target = (1.0 - alpha) * hessian + (alpha * h) * (hessian * z * z)
                 first = int(rows[0])  # the chunk spans rows first..rows[-1]
                 row_sums = torch.zeros(int(rows[-1]) - first + 1, device=z.device).index_add_(0, rows - first, target)
                 col_sums = torch.zeros(col.numel(), device=z.device).index_add_(0, cols, target)
@@ -135,10 +140,10 @@ class HiZOOLowRank(HiZOO):
         def update(index, c, draw, theta):
             lr, wd = meta[index]
             z = draw(step, 0)
-            sigma = sigma_chunk(*factors[index], c * chunk_size(z.device), z.numel())[0]
+            hessian = hessian_chunk(*factors[index], c * chunk_size(z.device), z.numel())[0]
             if lr * wd != 0.0:
                 theta.mul_(1.0 - lr * wd)
-            theta.add_((z * sigma.sqrt()).to(theta.dtype), alpha=-lr * g)
+            theta.add_((z / hessian.sqrt()).to(theta.dtype), alpha=-lr * g)
 
         map_chunks(self.sampler.base, [(i, [p]) for _, i, p in matrices], update)
 
