@@ -129,7 +129,7 @@ def test_data_parallel_mezo_via_torchrun_matches_one_process(tmp_path):
     work.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(ROOT / "train.py"), *common, f"output_dir={tmp_path / 'multi'}", "hydra.run.dir=hydra_out"]
+           str(ROOT / "train.py"), *common, f"output_dir={tmp_path / 'multi'}"]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The projected gradient divides a loss difference by 2*eps = 2e-3, so the float32 rounding
@@ -142,8 +142,9 @@ def test_data_parallel_mezo_via_torchrun_matches_one_process(tmp_path):
     assert first[1] == pytest.approx(first[0], abs=2.5e-4)
     assert_same_run(tmp_path / "single", tmp_path / "multi", rtol=2e-3)
     assert json.loads((tmp_path / "multi" / "results.json").read_text())["distributed"]["strategy"] == "zo-dp"
-    # Only rank 0's Hydra folder exists in the working directory; rank 1 created nothing.
-    assert sorted(p.name for p in work.iterdir()) == ["hydra_out"]
+    # output_dir holds everything rank 0 wrote (.hydra/ too); rank 1 created nothing anywhere.
+    assert (tmp_path / "multi" / ".hydra" / "config.yaml").is_file()
+    assert list(work.iterdir()) == []
     assert proc.stdout.count("test accuracy") == 1  # the summary is printed once
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -14,6 +18,8 @@ from zoft.kernel.pipeline import inputs_from_items, run_kernel
 from zoft.kernel.store import kernel_file, save_kernel
 from zoft.models.tiny import MASK, PAD
 from zoft.run import default_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cfg_for(tmp_path, **kernel):
@@ -113,6 +119,18 @@ def test_inputs_from_prepared_items_keep_the_objectives_mask_index():
     assert inputs.token_type_ids[1].tolist() == [0, 0, 0, 1, 1] and inputs.labels.tolist() == [1, 0]
     with pytest.raises(Exception, match="mlm-prompt"):
         inputs_from_items([Item([0, 7, 2], None, None, 0)], [11, 12], mask_id=MASK, pad_id=PAD)
+
+
+@pytest.mark.slow
+def test_each_kernel_mistake_is_one_error_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "mode=kernel", "model=tiny-roberta",
+                           "task=sst-2-kshot", "kernel.gamma=-1", "kernel.asym_lambda=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("  - ")]
+    assert lines == ["  - kernel.gamma=-1.0 must be > 0 (the asymmetric kernel's gamma)",
+                     "  - kernel.asym_lambda=2.0 must be in [0, 1] (a mixing weight)"], proc.stderr
 
 
 def test_kernel_settings_are_validated_before_anything_loads(tmp_path):

@@ -385,6 +385,15 @@ def test_output_dir_moves_the_hydra_files_and_the_log_too(tmp_path):
     assert f"hydra.run.dir={tmp_path / 'x'}" in argv
 
 
+def test_output_dir_and_another_typed_run_dir_contradict(tmp_path):
+    with pytest.raises(Stop) as stop:
+        preflight([f"output_dir={tmp_path / 'x'}", f"hydra.run.dir={tmp_path / 'y'}"], CONF)
+    assert stop.value.code == 2 and "name different folders" in stop.value.message
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert f"hydra.run.dir={tmp_path / 'x'}" in preflight([f"output_dir={tmp_path / 'x'}",
+                                                          f"hydra.run.dir={tmp_path / 'x'}"], CONF)
+
+
 def test_launcher_slurm_without_multirun_says_what_it_does(tmp_path):
     with pytest.raises(Stop) as stop:
         preflight(["launcher=slurm", f"hydra.run.dir={tmp_path / 'run'}"], CONF)

@@ -74,6 +74,7 @@ def preflight(argv: Sequence[str], conf_dir: Path, check_weights: bool = True) -
         return _plan_sweep(argv, overrides, conf_dir)
     _check_launcher(overrides, multirun=False)
     cfg = _compose(overrides, conf_dir)
+    _check_one_folder(overrides, cfg)
     run_dir = _run_dir(cfg)
     template = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]  # outputs/${now:...}
     with open_dict(cfg):
@@ -99,6 +100,15 @@ def preflight(argv: Sequence[str], conf_dir: Path, check_weights: bool = True) -
     except ZoftUserError as err:
         raise Stop(2, f"error: {err}") from None
     return argv if run_dir is None else _set_override(argv, RUN_DIR_KEY, str(run_dir))
+
+
+def _check_one_folder(overrides: list[str], cfg) -> None:
+    """``output_dir`` moves the whole run (``.hydra/`` and the log too), so a typed
+    ``hydra.run.dir`` naming another folder contradicts it."""
+    typed = next((a.split("=", 1)[1] for a in overrides if a.split("=", 1)[0].lstrip("+") == RUN_DIR_KEY), None)
+    if typed is not None and cfg.get("output_dir") and Path(typed) != Path(cfg.output_dir):
+        raise Stop(2, f"error: output_dir={cfg.output_dir} and hydra.run.dir={typed} name different folders; "
+                      "output_dir moves everything the run writes, so give only one of them")
 
 
 def _check_launcher(overrides: list[str], multirun: bool) -> None:

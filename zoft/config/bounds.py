@@ -34,6 +34,7 @@ RULES: dict[str, tuple[str, str]] = {
     "task.sample_seed": (">=0", "a seed"),
     "task.max_new_tokens": (">=1", "generated tokens"),
     "task.k": (">=1", "examples per class"),
+    "task.similarity_tau": (">0", "the similarity objective's temperature"),
     "task.max_seq_length": (">=8", "tokens per sequence"),
     "task.first_sent_limit": (">=1", "tokens"),
     "task.other_sent_limit": (">=1", "tokens"),

@@ -97,9 +97,6 @@ def check_masked_config(cfg: Any, task: Optional[LmBffTask]) -> list[str]:
     if len(settings.label_texts) != len(task.labels) or not all(x.strip() for x in settings.label_texts):
         problems.append(f"task.label_texts={list(settings.label_texts)} must give one non-empty text per class of "
                         f"{t.name} ({', '.join(task.labels)}), in that order")
-    if not t.get("similarity_tau", 0.05) > 0:
-        problems.append(f"task.similarity_tau={t.similarity_tau} must be > 0 (the temperature of the similarity "
-                        "objective; default 0.05)")
     pooling = cfg.model.get("pooling")
     if pooling is not None and pooling not in POOLINGS:
         problems.append(f"model.pooling={pooling!r} is not valid; choose one of {', '.join(POOLINGS)} (or null)")
