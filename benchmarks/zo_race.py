@@ -383,15 +383,27 @@ def race(args) -> dict:
             "start": start_numbers, "best_estimator": best, "best_forward_ratio": ratio, "estimators": summary}
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--seeds 0`` or ``--budget 0`` would run
+    nothing; they are refused, not taken for the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setup", choices=("tiny", "real"), default="tiny")
     parser.add_argument("--data-dir", type=Path, help="GLUE folder with SST-2/ (--setup real)")
-    parser.add_argument("--budget", type=int, default=None,
+    parser.add_argument("--budget", type=_positive_int, default=None,
                         help="forward passes per run (default: tiny 2000, real 300, --quick 200)")
-    parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 4; --quick 1)")
+    parser.add_argument("--seeds", type=_positive_int, default=None, help="evaluation seeds (default 4; --quick 1)")
     parser.add_argument("--tune-seed", type=int, default=0, help="the seed whose runs pick each LR")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes, one thread each")
+    parser.add_argument("--workers", type=_positive_int, default=2, help="worker processes, one thread each")
     parser.add_argument("--estimators", nargs="*", default=None, help="subset (mezo is always run: it sets the target)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: a briefly pre-trained start, one LR, 1 seed, 200 forward passes, "
@@ -408,10 +420,11 @@ def parse_args(argv=None):
         parser.error("--setup real needs --data-dir (a GLUE folder with SST-2/)")
     if args.quick:
         args.estimators = args.estimators or QUICK["estimators"]
-    args.budget = args.budget or (QUICK["budget"] if args.quick else 2000 if args.setup == "tiny" else 300)
-    args.seeds = args.seeds or (QUICK["seeds"] if args.quick or args.dry else DEFAULT_SEEDS)
-    if args.seeds < 1 or args.budget < 1 or args.workers < 1:
-        parser.error("--seeds, --budget and --workers must be at least 1")
+    # Unset (None) takes the default; 0 and negatives were refused by _positive_int above.
+    if args.budget is None:
+        args.budget = QUICK["budget"] if args.quick else 2000 if args.setup == "tiny" else 300
+    if args.seeds is None:
+        args.seeds = QUICK["seeds"] if args.quick or args.dry else DEFAULT_SEEDS
     return args
 
 

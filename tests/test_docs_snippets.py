@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -100,7 +101,12 @@ def test_the_docs_have_train_commands():
 
 @pytest.mark.slow  # ~1 s of composition per command
 @pytest.mark.parametrize("where,args", COMMANDS, ids=[f"{w} {' '.join(a)[:60]}" for w, a in COMMANDS])
-def test_documented_train_command_composes_and_validates(where, args):
+def test_documented_train_command_composes_and_validates(where, args, tmp_path, monkeypatch):
+    if "launcher=slurm" in args:  # it needs sbatch on PATH: a stand-in (tests/fake_slurm.py)
+        import fake_slurm
+
+        fake_slurm.install(tmp_path / "bin")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     try:
         preflight(args, ROOT / "conf", check_weights=False)  # the paper's models are not on this machine
     except Stop as stop:

@@ -488,6 +488,26 @@ def test_bad_estimator_options_stop_the_command_with_exit_2(tmp_path, overrides,
     assert not (tmp_path / "run").exists()
 
 
+def test_hessian_smooth_is_in_0_1_half_open(tmp_path):
+    """alpha = 1 would replace H by h H z^2 (0 wherever z is): one error line from the config's
+    range, exit 2, no folder; 0 (H stays at 1) is a valid setting. The constructor, for code that
+    builds HiZOO directly, keeps the same range."""
+    from zoft.frontend import Stop, preflight
+    from zoft.optim.estimators.hizoo import HiZOO
+
+    with pytest.raises(Stop) as stop:
+        preflight(["optimizer=hizoo", "optimizer.hessian_smooth=1", f"hydra.run.dir={tmp_path / 'run'}"], CONF)
+    assert stop.value.code == 2 and not (tmp_path / "run").exists()
+    problems = [line for line in stop.value.message.splitlines() if line.startswith("  - ")]
+    assert problems == ["  - optimizer.hessian_smooth=1.0 must be in [0, 1) (the Hessian moving-average weight)"]
+    argv = preflight(["optimizer=hizoo", "optimizer.hessian_smooth=0", f"hydra.run.dir={tmp_path / 'ok'}"], CONF)
+    assert "optimizer.hessian_smooth=0" in argv
+    weight = torch.nn.Parameter(torch.zeros(3))
+    HiZOO([weight], lr=1e-3, hessian_smooth=0.0)
+    with pytest.raises(ValueError, match=re.escape("hessian_smooth=1.0 must be in [0, 1)")):
+        HiZOO([weight], lr=1e-3, hessian_smooth=1.0)
+
+
 def test_sparse_mezo_and_sign_options_through_the_config_path(tmp_path):
     """The protocol picks fixed thresholds (every_step for LoRA); the options reach the optimizers."""
     from zoft.run import run

@@ -180,6 +180,42 @@ def test_the_protocol_block_of_evaluation_only_runs_shows_what_they_use():
     assert (cfg.task.num_train, cfg.task.num_dev) == (1000, 500)
 
 
+def test_the_evaluation_only_block_states_the_sizes_really_drawn(tmp_path, fixtures_dir, capsys):
+    """A size from the task file or the table is used as far as the data goes, and the block
+    says how many (it used to print the 1000 asked for while 8 were scored); a typed one larger
+    than the data is refused, naming both numbers."""
+    from zoft.config.protocol import check_evaluation_sample, format_block, settle
+    from zoft.tasks.sampling import SamplingError
+
+    command = ["method=zero-shot", "task=boolq", "model=opt-13b"]
+    cfg = compose_config(command)
+    entries = settle(cfg, command)
+    block = format_block(cfg, entries, command, sizes={"dev": 0, "test": 8})
+    assert "  test set     8         the task's whole test split; task.num_test=1000 asked, the split has only 8" \
+        in block.splitlines()
+    assert "  test set     1000      sampled from the task's test split" in format_block(cfg, entries, command)
+    check_evaluation_sample(cfg, {"dev": 0, "test": 8}, command)  # not typed: no refusal
+    for typed, sizes, message in (
+            (["task.num_test=500"], {"dev": 0, "test": 8},
+             "task.num_test=500 is larger than the task's test split (8 examples); use task.num_test<=8"),
+            (["task.num_dev=100"], {"dev": 32, "test": 8},
+             "task.num_dev=100 is larger than the train split it is drawn from (32 examples); use task.num_dev<=32")):
+        cfg = compose_config(command + typed)
+        entries = settle(cfg, command + typed)
+        with pytest.raises(SamplingError) as err:
+            check_evaluation_sample(cfg, sizes, command + typed)
+        assert str(err.value) == message
+        if typed[0].startswith("task.num_dev"):  # the block of a run from code (nothing typed) says it
+            line = next(x for x in format_block(cfg, entries, [], sizes=sizes).splitlines() if "dev set" in x)
+            assert line.split()[2] == "32" and "100 asked, the train split has only 32" in line
+    # Through zoft.run.run (no command line): the run goes on with all 8 and its block says 8.
+    run(compose_config(["method=zero-shot", "task=boolq", f"task.data_dir={fixtures_dir / 'boolq-fewglue'}",
+                        "trainer.progress_bar=false", f"output_dir={tmp_path}"]))
+    out = capsys.readouterr().out
+    assert "evaluation only, nothing trains" in out
+    assert "test set     8         the task's whole test split; task.num_test=1000 asked" in out
+
+
 @pytest.mark.parametrize("typed", [["task.num_train=5"], ["task.num_dev=7"]])
 def test_a_typed_sample_size_wins_over_the_evaluation_only_row(typed):
     from zoft.config.protocol import settle

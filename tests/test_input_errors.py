@@ -201,7 +201,34 @@ def test_train_cli_bad_label_exits_2_before_training(tmp_path):
     assert "Traceback" not in proc.stderr
     assert f"error: {data / 'train.tsv'}:3: sst2 record: label '7'" in proc.stderr
     assert "valid labels 0, 1" in proc.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # bad input: no folder left behind, as for a config error
+
+
+BOOLQ_32 = ["method=zero-shot", "task=boolq", f"task.data_dir={FIXTURES / 'boolq-fewglue'}"]  # 32 train, 8 test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,expected", [
+    (["task.num_train=100000", "trainer.max_steps=2"],
+     "error: task.num_train=100000 is larger than the training data (2000 examples); use task.num_train<=2000"),
+    ([*BOOLQ_32, "task.num_test=500"],
+     "error: task.num_test=500 is larger than the task's test split (8 examples); use task.num_test<=8"),
+    ([*BOOLQ_32, "task.num_dev=100"],
+     "error: task.num_dev=100 is larger than the train split it is drawn from (32 examples); use task.num_dev<=32"),
+], ids=["num_train", "zero-shot num_test", "zero-shot num_dev"])
+def test_cli_sample_larger_than_the_data_exits_2_and_leaves_no_folder(tmp_path, overrides, expected):
+    """Sizes the data cannot give are known only once it is read (in the run folder); the run then
+    stops as a config error does: one line naming the value and what is there, no folder."""
+    proc = run_train([*overrides, "trainer.progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "run").exists()
+    # A folder that already held something else keeps it, and records the failure.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    proc = run_train([*overrides, "trainer.progress_bar=false", f"hydra.run.dir={tmp_path / 'mine'}"], tmp_path)
+    assert proc.returncode == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "kept"
+    assert json.loads((tmp_path / "mine" / "results.json").read_text())["status"] == "failed"
 
 
 # -- 2. model folders ---------------------------------------------------------------------------

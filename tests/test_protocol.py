@@ -261,6 +261,43 @@ def test_the_block_states_the_evaluations_the_run_makes():
     assert "  eps " not in _block(["optimizer=forward-grad"]) and "  eps " in _block([])  # a jvp has no eps
 
 
+def test_the_block_shows_the_optimizers_own_settings_with_their_sources():
+    """HiZOO's hessian_smooth and Sparse MeZO's thresholds decide the run as much as the LR does;
+    the block used to leave them out."""
+    def row(block, key):
+        return next((line for line in block.splitlines() if line.split()[:1] == [key]), None)
+
+    block = _block(["optimizer=hizoo"])
+    assert row(block, "hessian_smooth").split()[:3] == ["hessian_smooth", "3e-05", "table:"]
+    assert "median h 37 over the tiny OPT demo" in row(block, "hessian_smooth")
+    assert row(_block(["optimizer=hizoo", "optimizer.hessian_smooth=0"]), "hessian_smooth").split() == [
+        "hessian_smooth", "0.0", "command", "line"]
+    assert row(_block(["optimizer=hizoo", "+sweep=opt-hizoo"]), "hessian_smooth").split() == [
+        "hessian_smooth", "1e-10", "preset"]
+    block = _block(["optimizer=sparse-mezo"])
+    assert row(block, "sparsity").split() == ["sparsity", "0.75", "optimizer", "file",
+                                              "(conf/optimizer/sparse-mezo.yaml)"]
+    assert row(block, "threshold_update").split()[:3] == ["threshold_update", "fixed", "table:"]
+    assert row(_block(["optimizer=sparse-mezo", "method=lora"]), "threshold_update").split()[:3] == [
+        "threshold_update", "every_step", "table:"]
+    assert row(_block(["optimizer=zo-sgd-sign"]), "sign_of").split()[:2] == ["sign_of", "estimate"]
+    block = _block(["optimizer=mezo"])  # MeZO has none of its own; another optimizer's keys stay out
+    assert not any(row(block, key) for key in ("hessian_smooth", "sparsity", "threshold_update", "sign_of",
+                                                "momentum"))
+    cfg = compose_config(["optimizer=hizoo"])  # results.json's protocol record has them too
+    assert {e.field: e for e in settle(cfg, ["optimizer=hizoo"])}["optimizer.hessian_smooth"].value == 3e-5
+
+
+def test_each_optimizers_own_settings_are_what_its_file_sets_beyond_the_shared_ones():
+    from omegaconf import OmegaConf
+
+    from zoft.optim.registry import SHARED_SETTINGS
+
+    for name, record in OPTIMIZERS.items():
+        written = OmegaConf.to_container(OmegaConf.load(CONF / "optimizer" / f"{name}.yaml"), resolve=False)
+        assert sorted(record.settings) == sorted(set(written) - set(SHARED_SETTINGS)), name
+
+
 @pytest.mark.parametrize("steps", [1, 7, 12, 300, 20000])
 @pytest.mark.parametrize("eval_steps,num_evals", [(None, 0), (None, 5), (None, 10), (0, 5), (3, 5), (100, 5),
                                                   (50000, 5)])

@@ -22,7 +22,7 @@ from zoft.report.runs import load_runs, method_label
 
 def write_run(root: Path, name: str, *, task="sst2", model="opt-13b", method="ft", optimizer="mezo", lr=1e-6,
               sample_seed=0, seed=0, dev=None, test=None, status="completed", k=None, objective=None, curve=(),
-              metric="accuracy", extra_metrics=None, training=None):
+              metric="accuracy", extra_metrics=None, training=None, model_kind=None):
     folder = root / name
     folder.mkdir(parents=True)
     task_cfg = {"name": task, "sample_seed": sample_seed, "objective": objective}
@@ -34,7 +34,7 @@ def write_run(root: Path, name: str, *, task="sst2", model="opt-13b", method="ft
     if test is not None:
         metrics[f"test_{metric}"] = test
     payload = {"status": status, "metrics": metrics, "training": training,
-               "config": {"model": {"name": model}, "task": task_cfg, "method": {"name": method},
+               "config": {"model": {"name": model, **({"kind": model_kind} if model_kind else {})}, "task": task_cfg, "method": {"name": method},
                           "optimizer": {"name": optimizer, "lr": lr}, "trainer": {"max_steps": 10, "select_by": "loss"},
                           "seed": seed}}
     if status == "failed":
@@ -204,6 +204,42 @@ def test_joblib_multirun_with_failing_jobs_then_report_table_csv_and_plots(tmp_p
     for name in pngs:
         height, width = matplotlib.image.imread(out / name).shape[:2]
         assert height >= 400 and width >= 600
+
+
+def test_runs_of_other_objectives_than_the_natural_one_get_their_own_rows(tmp_path):
+    """minilm-l6 is a bare encoder (similarity); with model.kind=seq-cls it trains its cls head.
+    Both were one "MeZO-SGD" row; the natural objective keeps the plain label."""
+    def label(model, task="sst-2-kshot", kind=None, objective=None, method="ft", optimizer="mezo-sgd", **task_extra):
+        return method_label({"model": {"name": model, **({"kind": kind} if kind else {})},
+                             "task": {"name": task, "objective": objective, **task_extra},
+                             "method": {"name": method}, "optimizer": {"name": optimizer}})
+
+    assert label("minilm-l6", kind="encoder") == "MeZO-SGD"  # its own kind: similarity
+    assert label("minilm-l6", kind="encoder", objective="similarity") == "MeZO-SGD"
+    assert label("minilm-l6", kind="seq-cls", objective="cls-head") == "MeZO-SGD (cls-head)"
+    assert label("minilm-l6", kind="seq-cls") == "MeZO-SGD (cls-head)"  # the kind alone changes it
+    assert label("tiny-bert-cls", kind="seq-cls") == "MeZO-SGD"  # a classifier's own objective
+    assert label("tiny-bert-cls", kind="encoder", objective="similarity") == "MeZO-SGD (similarity)"
+    assert label("roberta-large", optimizer="mezo") == "MeZO"
+    assert label("roberta-large", objective="mlm-prompt", optimizer="mezo") == "MeZO"
+    assert label("roberta-large", kind="seq-cls", method="lora", optimizer="mezo") == "MeZO (LoRA, cls-head)"
+    assert label("roberta-large", objective="metric", optimizer="mezo") == "MeZO (metric objective)"
+    assert label("minilm-l6", kind="seq-cls", method="zero-shot") == "Zero-shot (cls-head)"
+    # OPT-protocol tasks: candidates (lm for generation, or without train_as_classification)
+    assert label("opt-13b", task="sst2", optimizer="mezo") == "MeZO"
+    assert label("opt-13b", task="sst2", objective="lm", optimizer="mezo") == "MeZO (lm)"
+    assert label("opt-13b", task="squad", objective="lm", optimizer="mezo") == "MeZO"
+    assert label("opt-13b", task="copa", objective="lm", optimizer="mezo", train_as_classification=False) == "MeZO"
+
+    for seed in (13, 21):
+        for kind, objective, test in (("encoder", None, 0.8), ("encoder", "similarity", 0.8),
+                                      ("seq-cls", "cls-head", 0.6)):
+            write_run(tmp_path, f"{kind}-{objective}-{seed}", task="sst-2-kshot", model="minilm-l6", k=16,
+                      model_kind=kind, objective=objective, optimizer="mezo-sgd", sample_seed=seed, seed=seed,
+                      dev=0.5, test=test)
+    cells = aggregate(load_runs([tmp_path]))
+    assert sorted((c.method, c.mean, len(c.test)) for c in cells) == [
+        ("MeZO-SGD", 80.0, 2), ("MeZO-SGD (cls-head)", 60.0, 2)]
 
 
 def test_kernel_runs_get_their_own_row_label():

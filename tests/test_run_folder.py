@@ -446,7 +446,77 @@ def test_the_resume_command_names_the_folder_and_the_typed_overrides():
         "python train.py hydra.job.chdir=false task=sst2 optimizer.lr=1e-5 resume=/o/2026-12-06/04-37-34"
     # A folder name that Hydra would split at its commas is quoted for Hydra, then for the shell.
     command = resume_command("train.py", hydra_cfg, Path("/o/0_a=1,b=2"))
-    assert shlex.split(command)[-1] == "resume='/o/0_a=1,b=2'"
+    assert command.endswith(""" 'resume="/o/0_a=1,b=2"'""") and shlex.split(command)[-1] == 'resume="/o/0_a=1,b=2"'
+
+
+def test_a_sweep_job_folder_resumes_with_the_printed_quoting(finished, tmp_path_factory):
+    """A job folder's name has ',' and '=': the printed command passes Hydra's grammar and resumes
+    it; typed unquoted, the command stops naming the quoting instead of Hydra's grammar error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from zoft.frontend import resume_command
+
+    job = tmp_path_factory.mktemp("sweep") / "0_optimizer.lr=1e-3,seed=1"
+    shutil.copytree(finished, job)
+    hydra_cfg = OmegaConf.create({"overrides": {"hydra": [], "task": [*SHORT, "trainer.max_steps=30"]}})
+    command = resume_command("train.py", hydra_cfg, job)
+    argv = preflight(shlex.split(command)[2:], CONF)
+    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(argv)}
+    assert values["resume"] == str(job) and values["hydra.run.dir"] == str(job)
+    with pytest.raises(Stop) as stop:
+        preflight([*SHORT, f"resume={job}"], CONF)
+    assert stop.value.code == 2 and f"""'resume="{job}"'""" in stop.value.message
+    assert sorted(p.name for p in job.parent.iterdir()) == [job.name]  # nothing created
+
+
+def test_dry_run_checks_the_resume_folder_as_a_real_run_does(finished, tmp_path, monkeypatch):
+    from zoft.dry_run import dry_run
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    missing = f"resume={tmp_path / 'no' / 'such'}"
+    with pytest.raises(Stop) as real:
+        preflight([*SHORT, missing], CONF)
+    with pytest.raises(Stop) as dry:
+        dry_run([*SHORT, missing], CONF)
+    assert dry.value.code == real.value.code == 2 and dry.value.message == real.value.message
+    assert "no such run folder" in dry.value.message
+    assert f"it would continue {finished}" in dry_run([*SHORT, "trainer.max_steps=30", f"resume={finished}"], CONF)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_resume_last_looks_under_the_typed_run_dir_in_the_run_too(finished, tmp_path_factory, monkeypatch):
+    """train.py's check and :func:`zoft.run.resolve_run_dir` find ``resume=last`` with one helper,
+    under the fixed part of a typed ``hydra.run.dir`` (not ``outputs/``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from zoft.run import resolve_run_dir
+
+    root = tmp_path_factory.mktemp("x")
+    job = root / "day" / "12-00-00"
+    shutil.copytree(finished, job)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # no outputs/ here
+    overrides = [*SHORT, "trainer.max_steps=20", "resume=last",
+                 f"hydra.run.dir={root}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        config = json.loads((job / "results.json").read_text())["config"]
+        assert resolve_run_dir(cfg, config) == job
+    finally:
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
+    with pytest.raises(Stop) as stop:  # the same folder for train.py: a completed run, a no-op
+        preflight(overrides, CONF)
+    assert stop.value.code == 0 and f"{job} already holds this completed run" in stop.value.message
 
 
 @pytest.mark.slow

@@ -67,6 +67,27 @@ def test_only_a_job_that_stopped_on_a_signal_now_is_requeued():
     assert not stopped_by_signal(json.dumps({"status": "completed"}).encode(), b"")
 
 
+def test_without_sbatch_on_path_the_sweep_stops_before_any_folder(tmp_path, monkeypatch):
+    """On a machine without Slurm: exit 2 naming what is missing, no traceback, no sweep folder."""
+    from zoft.frontend import Stop, preflight
+
+    sweep = ["-m", "launcher=slurm", "optimizer.lr=1e-3,1e-4", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(Stop) as stop:
+        preflight(sweep, CONF)
+    assert stop.value.code == 2 and "launcher=slurm needs Slurm's sbatch on PATH (not found)" in stop.value.message
+    fake_slurm.install(tmp_path / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert f"hydra.sweep.dir={tmp_path / 'sweep'}" in preflight(sweep, CONF)  # with sbatch: it goes on
+    monkeypatch.undo()
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               WANDB_MODE="disabled")
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "launcher=slurm", "optimizer.lr=1e-3,1e-4"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "sbatch on PATH" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # no multirun/ folder
+
+
 def _wait_for_step(job_glob: Path, step: int, deadline: float, master: subprocess.Popen) -> Path:
     """The job folder once its metrics.jsonl has a row at ``step`` or later."""
     while time.time() < deadline and master.poll() is None:

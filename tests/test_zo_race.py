@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import race_pretrain  # noqa: E402
 from race_runs import Outcome, RunSpec, eval_every  # noqa: E402
-from zo_race import spread, to_target  # noqa: E402
+from zo_race import parse_args, spread, to_target  # noqa: E402
 
 
 def _outcome(curve):
@@ -34,6 +34,25 @@ def test_forward_passes_to_target_is_the_first_evaluation_at_or_below_it():
 def test_spread_counts_a_run_that_never_reached_as_infinite():
     assert spread([300, None, 100]) == {"median": 300, "min": 100, "max": None, "reached": 2, "runs": 3}
     assert spread([None, None, 100])["median"] is None  # most never reached: no median
+
+
+@pytest.mark.parametrize("flag", ["--seeds", "--budget", "--workers"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_zero_or_negative_counts_are_refused_not_taken_for_the_default(flag, value, capsys):
+    """``--seeds 0`` / ``--budget 0`` once fell back to the defaults (a truthiness test)."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {int(value)} must be at least 1" in err
+
+
+def test_unset_counts_take_the_defaults_and_set_ones_are_kept():
+    args = parse_args([])
+    assert (args.seeds, args.budget, args.workers) == (4, 2000, 2)
+    assert (parse_args(["--quick"]).seeds, parse_args(["--quick"]).budget) == (1, 200)
+    args = parse_args(["--seeds", "1", "--budget", "7", "--quick"])
+    assert (args.seeds, args.budget) == (1, 7)
 
 
 def test_evaluations_come_at_least_every_100_forward_passes():

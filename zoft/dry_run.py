@@ -10,7 +10,7 @@ included.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from omegaconf import open_dict
 
@@ -18,7 +18,8 @@ from zoft.config.preflight import unknown_group_choice
 from zoft.config.protocol import format_block, settle
 from zoft.config.validate import validate
 from zoft.errors import ZoftUserError
-from zoft.frontend import Stop, _compose
+from zoft.frontend import Stop, _compose, _record, check_folder_quoting, resume_folder_of, run_dir_template
+from zoft.rundir import resume_target
 
 FLAG = "--dry-run"
 
@@ -34,15 +35,26 @@ def dry_run(argv: Sequence[str], conf_dir: Path) -> str:
     if problem:
         raise Stop(2, f"error: {problem}")
     overrides = list(argv)
+    check_folder_quoting(overrides)
     cfg = _compose(overrides, conf_dir)
+    template = run_dir_template(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
     try:
         entries = settle(cfg, overrides)
         validate(cfg)
+        resumed = _resumed_folder(cfg, template)
     except ZoftUserError as err:
         raise Stop(2, f"error: {err}") from None
-    where = f"; it would write to {cfg.output_dir}" if cfg.get("output_dir") else ""
+    where = (f"; it would continue {resumed}" if resumed is not None
+             else f"; it would write to {cfg.output_dir}" if cfg.get("output_dir") else "")
     return (format_block(cfg, entries, overrides)
             + f"\ndry run: {cfg.model.name} on {cfg.task.name}; nothing was loaded or written{where} "
               f"(drop {FLAG} to train)")
+
+
+def _resumed_folder(cfg, template: str) -> Optional[Path]:
+    """The folder ``resume=last`` / ``resume=<folder>`` names, found as a real run finds it (it
+    only reads): a folder that does not exist stops the dry run with the real run's message."""
+    target = resume_target(cfg.resume)
+    return None if target is None else resume_folder_of(target, cfg, _record(cfg), template)

@@ -21,12 +21,14 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
 from zoft.config.bounds import schema_fields_of
@@ -36,8 +38,7 @@ from zoft.config.store import register_configs
 from zoft.config.validate import validate
 from zoft.errors import ZoftUserError
 from zoft.models.source import check_model_available
-from zoft.rundir import (RunFolderError, check_writable, find_last_run, is_locked, plan_attempt, resume_target,
-                         runs_root)
+from zoft.rundir import RunFolderError, check_writable, is_locked, plan_attempt, resume_folder, resume_target
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 HYDRA_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
@@ -45,6 +46,8 @@ HYDRA_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "-
 # Left out of job folder names by conf/config.yaml, whatever their values (the seeds go last).
 SWEEP_DIR_KEY = "hydra.sweep.dir"
 RUN_DIR_KEY = "hydra.run.dir"
+# Keys whose value is one run's folder: a job folder's name (``0_optimizer.lr=1e-3,seed=1``) needs quoting.
+FOLDER_KEYS = ("resume", "output_dir", RUN_DIR_KEY)
 EXCLUDE_KEY = "hydra.job.config.override_dirname.exclude_keys"
 
 
@@ -73,10 +76,11 @@ def preflight(argv: Sequence[str], conf_dir: Path, check_weights: bool = True) -
     if flags & set(MULTIRUN_FLAGS):
         return _plan_sweep(argv, overrides, conf_dir)
     _check_launcher(overrides, multirun=False)
+    check_folder_quoting(overrides)
     cfg = _compose(overrides, conf_dir)
     _check_one_folder(overrides, cfg)
     run_dir = _run_dir(cfg)
-    template = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]  # outputs/${now:...}
+    template = run_dir_template(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
     try:
@@ -85,7 +89,7 @@ def preflight(argv: Sequence[str], conf_dir: Path, check_weights: bool = True) -
         config = _record(cfg)
         target = resume_target(cfg.resume)
         if target is not None:
-            run_dir = _resume_folder(target, cfg, config, str(template))
+            run_dir = resume_folder_of(target, cfg, config, template)
             argv = _set_override(argv, "resume", str(run_dir))
         # The weights are looked for (cache, Hub) before torch loads, so a paper command on an
         # offline machine stops in about a second: after an existing folder's own verdict (a
@@ -121,6 +125,28 @@ def _check_launcher(overrides: list[str], multirun: bool) -> None:
                       "python train.py -m launcher=slurm ...), or leave launcher=slurm out to run here")
     if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
         raise Stop(2, "error: launcher=slurm needs hydra-submitit-launcher: pip install -e \".[slurm]\"")
+    if shutil.which("sbatch") is None:
+        raise Stop(2, "error: launcher=slurm needs Slurm's sbatch on PATH (not found); run on a Slurm login "
+                      "node or drop launcher=slurm")
+
+
+def check_folder_quoting(overrides: list[str]) -> None:
+    """A folder typed for ``resume=`` (``output_dir=``, ``hydra.run.dir=``) whose name Hydra would
+    parse, such as a sweep job's ``0_optimizer.lr=1e-3,seed=1``, stops with the quoting that works,
+    instead of Hydra's grammar error (or a silent sweep over the pieces of the name)."""
+    parser = OverridesParser.create()
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") not in FOLDER_KEYS or not value:
+            continue
+        try:
+            readable = not parser.parse_override(arg).is_sweep_override()
+        except HydraException:  # the grammar error (OverrideParseException is one too)
+            readable = False
+        if not readable:
+            raise Stop(2, f"error: {arg}: Hydra reads the ',' and '=' of a folder name as its own syntax; "
+                          f"quote the folder for Hydra, inside quotes for the shell: "
+                          f"{shlex.quote(_override(key, value))}")
 
 
 def _record(cfg) -> dict:
@@ -130,16 +156,16 @@ def _record(cfg) -> dict:
     return config
 
 
-def _resume_folder(target: str, cfg, config: dict, template: str) -> Path:
-    """The folder ``resume=last`` or ``resume=<folder>`` continues (``last``: the latest run of this
-    config under the fixed part of the run-folder template, ``outputs/`` by default)."""
-    if target == "last":
-        folder = find_last_run(runs_root(template), config)
-    else:
-        folder = Path(target)
-        if not folder.is_dir():
-            raise RunFolderError(f"resume={target}: no such run folder (resume takes auto, true, false, last "
-                                 "or the folder of a run)")
+def run_dir_template(cfg) -> str:
+    """``hydra.run.dir`` of a config composed with its Hydra part, unresolved (``outputs/${now:...}``
+    or the one typed): where ``resume=last`` looks."""
+    return str(OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"])
+
+
+def resume_folder_of(target: str, cfg, config: dict, template: str) -> Path:
+    """The folder ``resume=last`` or ``resume=<folder>`` continues (:func:`zoft.rundir.resume_folder`,
+    which writes nothing), checked against ``output_dir``."""
+    folder = resume_folder(target, config, template)
     if cfg.get("output_dir") and Path(cfg.output_dir) != folder:
         raise RunFolderError(f"output_dir={cfg.output_dir} and resume={target} name different folders; "
                              "give only one of them")
@@ -194,13 +220,13 @@ def resume_command(script: str, hydra_cfg, run_dir: Path) -> str:
     dropped = {"resume", "output_dir", RUN_DIR_KEY, "hydra.mode"}  # hydra.mode: Hydra adds it
     typed = [o for o in [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
              if o.split("=", 1)[0].lstrip("+~") not in dropped]
-    args = [*typed, f"resume={_hydra_value(str(run_dir))}"]
+    args = [*typed, _override("resume", str(run_dir))]
     return " ".join(["python", shlex.quote(script), *map(shlex.quote, args)])
 
 
 def _set_override(argv: list[str], key: str, value: str) -> list[str]:
     """``argv`` with ``key=value`` in place of the one typed (``+``/``++`` forms too), or appended."""
-    item = f"{key}={_hydra_value(value)}"
+    item = _override(key, value)
     out, replaced = [], False
     for arg in argv:
         if not arg.startswith("-") and arg.split("=", 1)[0].lstrip("+") == key:
@@ -212,12 +238,19 @@ def _set_override(argv: list[str], key: str, value: str) -> list[str]:
     return out if replaced else out + [item]
 
 
+def _override(key: str, value: str) -> str:
+    """``key=value`` as one Hydra override token (:func:`_hydra_value`)."""
+    return f"{key}={_hydra_value(value)}"
+
+
 def _hydra_value(value: str) -> str:
-    """A value as one Hydra override token: quoted when it holds characters Hydra would parse
-    (a job folder name has ``,`` and ``=``)."""
+    """A value as one Hydra override token: in double quotes when it holds characters Hydra would
+    parse (a job folder name has ``,`` and ``=``). In Hydra's quoted strings a backslash is an
+    escape only before a quote or at the end, so only those are doubled."""
     if value.startswith("[") or re.fullmatch(r"[\w./:~@%+-]*", value):
         return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return '"' + re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""),
+                        value) + '"'
 
 
 def _resolved(cfg, key: str) -> Optional[str]:

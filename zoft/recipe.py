@@ -130,11 +130,15 @@ def setup_method(cfg: DictConfig, loaded: LoadedModel, results: RunResults) -> N
 
 
 def build_setup(cfg: DictConfig, run_dir: Path, results: RunResults, results_file: ResultsFile,
-                parallel: distributed.Parallel, resume: bool, on_log=None) -> Setup:
-    """Every setup step, in order."""
+                parallel: distributed.Parallel, resume: bool, on_log=None,
+                on_data: Optional[Callable[[TaskData], None]] = None) -> Setup:
+    """Every setup step, in order. ``on_data(data)`` runs once the splits are drawn, before the
+    model loads (the run checks and announces the sample sizes it really got)."""
     seed_everything(cfg.seed)
     set_cpu_threads(cfg)
     spec, data = setup_data(cfg, results)
+    if on_data is not None:
+        on_data(data)
     loaded, precision = setup_model(cfg, data)
     attach_objective_head(cfg, spec, loaded)  # its parameters exist before the method picks what trains
     named = setup_method(cfg, loaded, results)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from zoft import distributed
-from zoft.config.protocol import as_record, format_block, run_key, settle, typed_overrides
+from zoft.config.choices import EVAL_ONLY
+from zoft.config.protocol import as_record, check_evaluation_sample, format_block, run_key, settle, typed_overrides
 from zoft.config.schema import RunConfig
 from zoft.config.validate import validate
 from zoft.errors import DivergenceError, Preempted, ZoftUserError
@@ -19,23 +21,19 @@ from zoft.loggers import NullLogger, start_logger
 from zoft.outputs import OutputWriteError, git_info, package_versions
 from zoft.recipe import build_setup, print_summary, run_recipe
 from zoft.results import ResultsFile, RunResults
-from zoft.rundir import Attempt, RunFolderError, RunLock, clear_outputs, find_last_run, plan_attempt, resume_target
+from zoft.rundir import LOCK_NAME, Attempt, RunLock, clear_outputs, plan_attempt, resume_folder, resume_target
 
 log = logging.getLogger("zoft")
 
 
 def resolve_run_dir(cfg: DictConfig, config: dict[str, Any]) -> Path:
     """The folder ``resume=<folder>`` names (``resume=last``: the latest run of this config under
-    ``outputs/``), else ``output_dir`` if set, else Hydra's run folder, else ``outputs/manual``.
-    (``python train.py`` has already turned ``resume=last`` into the folder.)"""
+    the fixed part of ``hydra.run.dir``, as :func:`zoft.rundir.resume_folder` finds it for
+    ``python train.py`` too), else ``output_dir`` if set, else Hydra's run folder, else
+    ``outputs/manual``. (``python train.py`` has already turned ``resume=last`` into the folder.)"""
     target = resume_target(cfg.resume)
-    if target == "last":
-        return find_last_run(Path("outputs"), config)
     if target is not None:
-        if not Path(target).is_dir():
-            raise RunFolderError(f"resume={target}: no such run folder (resume takes auto, true, false, last "
-                                 "or the folder of a run)")
-        return Path(target)
+        return resume_folder(target, config, _run_dir_template())
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
     try:
@@ -46,6 +44,17 @@ def resolve_run_dir(cfg: DictConfig, config: dict[str, Any]) -> Path:
         return Path("outputs/manual")
 
 
+def _run_dir_template() -> str:
+    """``hydra.run.dir`` unresolved (``outputs/${now:...}`` or the one typed); ``outputs`` when
+    not running under Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(OmegaConf.to_container(HydraConfig.get().run, resolve=False)["dir"])
+    except Exception:  # noqa: BLE001 - not running under Hydra
+        return "outputs"
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate, take the run folder, load data and model, train (unless evaluation-only),
     evaluate, write results.
@@ -54,6 +63,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     earlier ``results.json``. The folder is then locked for the whole run, and the previous
     attempt in it (if any) decides what this one does: resume, nothing (a completed run with the
     same settings; ``redo=true`` runs it again), or refuse (different settings).
+
+    Bad input found only once the data or the model is loaded (``task.num_train`` larger than the
+    training data, a bad data file, ...) stops a single ``python train.py`` run as a config error
+    does: exit 2 and no folder left behind, when the folder was new and holds nothing the run
+    wrote besides ``results.json`` (:func:`_discard_rejected_folder`). A multirun job, or a call
+    from code, keeps its ``failed`` results.json.
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
@@ -70,6 +85,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             _record_rejected(run_dir, config, err)
         raise
     lock = RunLock(run_dir).acquire() if main else None
+    hydra_files = _single_run_hydra_files(run_dir) if main and not ResultsFile(run_dir).path.exists() else None
+    rejected = False
     try:
         attempt = plan_attempt(run_dir, config, cfg.resume, cfg.redo)
         if attempt.action == "done":
@@ -82,9 +99,48 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if main:
             print(f"run folder: {run_dir}", flush=True)
         return results
+    except ZoftUserError:
+        rejected = hydra_files is not None
+        raise
     finally:
         if lock is not None:
             lock.release()
+        if rejected:
+            _discard_rejected_folder(run_dir, hydra_files)
+
+
+def _single_run_hydra_files(run_dir: Path) -> Optional[set[str]]:
+    """The names Hydra writes into ``run_dir`` (its ``.hydra/`` and the job's log) when this is
+    a single ``python train.py`` run in that folder; None for a multirun job or outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.RUN or Path(hydra.runtime.output_dir).resolve() != Path(run_dir).resolve():
+        return None
+    return {f"{hydra.job.name}.log"} | ({str(hydra.output_subdir)} if hydra.output_subdir else set())
+
+
+def _discard_rejected_folder(run_dir: Path, hydra_files: set[str]) -> None:
+    """Remove the folder of a single run stopped by bad input before it wrote anything else:
+    its ``results.json``, lock and Hydra's files. A folder holding anything more (outputs of the
+    run, the user's own files) is left as it is."""
+    run_dir = Path(run_dir)
+    ours = {ResultsFile(run_dir).path.name, LOCK_NAME, *hydra_files}
+    try:
+        entries = list(run_dir.iterdir())
+        if any(entry.name not in ours for entry in entries):
+            return
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        run_dir.rmdir()
+    except OSError as err:  # the error that stopped the run is the one to report
+        log.warning("could not remove the run folder %s: %s", run_dir, err)
 
 
 def _new_results(cfg: DictConfig, protocol, run_dir: Path, config: dict[str, Any], attempt: Attempt) -> RunResults:
@@ -114,13 +170,27 @@ def _run_attempt(cfg: DictConfig, protocol, run_dir: Path, config: dict[str, Any
     results_file.write(results)
     started = time.time()
     logger = None
+    evaluation_only = run_key(cfg).method in EVAL_ONLY
+    typed = typed_overrides()
+
+    def on_data(data) -> None:
+        """An evaluation-only run's block waits for the data: it states the dev and test examples
+        really drawn, after refusing a typed size that the data cannot give."""
+        if evaluation_only:
+            sizes = {"dev": len(data.dev), "test": len(data.test)}
+            check_evaluation_sample(cfg, sizes, typed)
+            if main:
+                print(format_block(cfg, protocol, typed, sizes=sizes), flush=True)
+
     try:
         if main:
             print(f"run folder: {run_dir}" + (" (resuming)" if attempt.action == "resume" else ""), flush=True)
-            print(format_block(cfg, protocol), flush=True)
+            if not evaluation_only:
+                print(format_block(cfg, protocol), flush=True)
         # Under torchrun only rank 0 logs (one wandb run per job).
         logger = start_logger(cfg, run_dir, results.as_dict()) if main else NullLogger()
-        _execute(cfg, run_dir, results, results_file, attempt.action == "resume", on_log=logger.log)
+        _execute(cfg, run_dir, results, results_file, attempt.action == "resume", on_log=logger.log,
+                 on_data=on_data)
         results.status = "completed"
     except BaseException as err:
         _record_stop(results, err)
@@ -172,11 +242,12 @@ def _write_final(results_file: ResultsFile, results: RunResults) -> None:
 
 
 def _execute(cfg: DictConfig, run_dir: Path, results: RunResults, results_file: ResultsFile, resume: bool,
-             on_log=None) -> None:
-    """Set up (one distributed initialisation for every runner) and run the recipe."""
+             on_log=None, on_data=None) -> None:
+    """Set up (one distributed initialisation for every runner) and run the recipe
+    (``on_data``: see :func:`zoft.recipe.build_setup`)."""
     parallel = distributed.setup(cfg)
     try:
-        run_recipe(build_setup(cfg, run_dir, results, results_file, parallel, resume, on_log))
+        run_recipe(build_setup(cfg, run_dir, results, results_file, parallel, resume, on_log, on_data=on_data))
     finally:
         parallel.close()
 

@@ -8,7 +8,8 @@
 * :func:`plan_attempt`: what a new attempt in a folder does. A completed run with the same
   run-defining config is a no-op; an unfinished one resumes; a different config is refused,
   naming the keys that differ. ``redo=true`` or ``resume=false`` start the folder afresh.
-* :func:`find_last_run`: the folder ``resume=last`` continues, the latest run of the same config.
+* :func:`resume_folder`: the folder ``resume=last`` (the latest run of the same config, via
+  :func:`find_last_run`) or ``resume=<folder>`` continues.
 
 Torch-free, so that the train.py front end can check a folder before Hydra writes into it.
 """
@@ -201,6 +202,20 @@ def runs_root(run_dir_template: str) -> Path:
         return Path(run_dir_template)
     head = run_dir_template.split("${", 1)[0]
     return Path(head) if head.endswith("/") else Path(head).parent
+
+
+def resume_folder(target: str, config: dict[str, Any], run_dir_template: str) -> Path:
+    """The folder ``resume=<target>`` continues, found without writing anything: ``last`` is the
+    latest run of ``config`` under :func:`runs_root` of the run-folder template (``hydra.run.dir``
+    as typed, ``outputs/${now:...}`` by default); any other target must be an existing folder.
+    The one place both ``python train.py``'s checks and :func:`zoft.run.run` decide it."""
+    if target == "last":
+        return find_last_run(runs_root(run_dir_template), config)
+    folder = Path(target)
+    if not folder.is_dir():
+        raise RunFolderError(f"resume={target}: no such run folder (resume takes auto, true, false, last "
+                             "or the folder of a run)")
+    return folder
 
 
 def find_last_run(root: Path, config: dict[str, Any]) -> Path:

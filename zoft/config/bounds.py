@@ -51,7 +51,7 @@ RULES: dict[str, tuple[str, str]] = {
     "optimizer.eps": (">0", "the perturbation scale; the paper uses 1e-3 (1e-1 for prefix)"),
     "optimizer.n_directions": (">=1", "directions per step"),
     "optimizer.zo_seed": (">=0", "a seed"),
-    "optimizer.hessian_smooth": ("[0,1]", "the Hessian moving-average weight"),
+    "optimizer.hessian_smooth": ("[0,1)", "the Hessian moving-average weight"),
     "optimizer.sparsity": ("[0,1)", "the fraction of weights left unperturbed"),
     "optimizer.sample_steps": (">=1", "steps between n-SPSA sample-count increases"),
     "optimizer.lowrank_rank": (">=1", "the rank of the perturbation"),

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.hydra_config import HydraConfig
@@ -51,6 +53,9 @@ FIELDS: dict[str, str] = {
 EVAL_ONLY_FIELDS = ("task.num_train", "task.num_dev", "trainer.precision")
 # Keys a row's ``when`` may test.
 MATCH_KEYS = ("family", "optimizer", "method", "task", "tiny")
+# The optimizer group's files: where an optimizer's own settings (its registry record's
+# ``settings``) are written when neither the table nor the command line sets them.
+OPTIMIZER_CONF = Path(__file__).resolve().parents[2] / "conf" / "optimizer"
 
 
 class ProtocolError(ZoftUserError, ValueError):
@@ -199,7 +204,41 @@ def describe(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Ent
         else:
             origin = "set" if typed is None else "command line" if field in typed_keys else "preset"
             entries.append(Entry(field, OmegaConf.select(cfg, field), origin))
+    if run.method not in EVAL_ONLY and run.optimizer in OPTIMIZERS:  # the optimizer's own settings
+        own = [name for name in OPTIMIZERS[run.optimizer].settings if name in cfg.optimizer]
+        entries += [_optimizer_setting(cfg, run, name, typed, typed_keys) for name in own]
     return entries
+
+
+def _optimizer_setting(cfg: DictConfig, run: RunKey, name: str, typed: Optional[Sequence[str]],
+                       typed_keys: set[str]) -> Entry:
+    """One of the optimizer's own settings (HiZOO's ``hessian_smooth``, Sparse MeZO's
+    ``threshold_update``, ...) with its origin: the table, the command line, the optimizer's
+    file (conf/optimizer/<name>.yaml), or a preset."""
+    field = f"optimizer.{name}"
+    if _is_from_table(cfg, field):
+        value, source, grid = lookup(cfg.protocol.rows, run, field)
+        return Entry(field, value, f"table: {source}", grid)
+    if typed is None:
+        origin = "set"
+    elif field in typed_keys:
+        origin = "command line"
+    else:
+        written = _optimizer_file(run.optimizer)
+        raw = OmegaConf.to_container(cfg.optimizer, resolve=False).get(name)
+        origin = (f"optimizer file (conf/optimizer/{run.optimizer}.yaml)" if name in written and written[name] == raw
+                  else "preset")
+    return Entry(field, OmegaConf.select(cfg, field), origin)
+
+
+@lru_cache(maxsize=None)
+def _optimizer_file(name: str) -> dict[str, Any]:
+    """The values conf/optimizer/<name>.yaml writes, unresolved (empty when there is no such file)."""
+    path = OPTIMIZER_CONF / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return node if isinstance(node, dict) else {}
 
 
 def settle(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Entry]:
@@ -219,13 +258,16 @@ def settle(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Entry
     return [by_field[e.field] for e in entries]
 
 
-def format_block(cfg: DictConfig, entries: Sequence[Entry], typed: Optional[Sequence[str]] = None) -> str:
+def format_block(cfg: DictConfig, entries: Sequence[Entry], typed: Optional[Sequence[str]] = None,
+                 sizes: Optional[dict[str, int]] = None) -> str:
     """The protocol block printed before training: one line per field the run uses, with its
     origin; the evaluations as the loop will make them. ``typed``: the command line's overrides
-    (default: this Hydra job's)."""
+    (default: this Hydra job's). ``sizes``: the examples actually drawn per split ("dev",
+    "test"), once the data is loaded; an evaluation-only run's block then shows those (a split
+    smaller than asked gives fewer), not the numbers asked for."""
     run = run_key(cfg)
     if run.method in EVAL_ONLY:
-        return _evaluation_block(cfg, run, entries)
+        return _evaluation_block(cfg, run, entries, sizes)
     typed = typed if typed is not None else typed_overrides()
     lines = [f"protocol ({cfg.protocol.name}) for {run.label()}:"]
     epochs = next((e.value for e in entries if e.field == "trainer.num_epochs"), None)
@@ -243,10 +285,16 @@ def format_block(cfg: DictConfig, entries: Sequence[Entry], typed: Optional[Sequ
             continue
         value = "-" if e.value is None else e.value
         grid = f"  grid {', '.join(map(str, e.grid))}" if e.grid else ""
-        lines.append(f"  {FIELDS[e.field]:<13}{str(value):<10}{e.source}{grid}")
+        label = FIELDS.get(e.field) or e.field.split(".", 1)[1]  # an optimizer's own setting: its key
+        lines.append(f"  {_cell(label, 13)}{_cell(str(value), 10)}{e.source}{grid}")
     if cfg.task.name in LMBFF_TASKS:  # the masked-LM family picks its objective from the model kind
         lines.append(objective_note(cfg, None if typed is None else _typed_keys(typed)))
     return "\n".join(lines)
+
+
+def _cell(text: str, width: int) -> str:
+    """``text`` padded to a column of ``width``; a longer text keeps one space after it."""
+    return f"{text:<{width}}" if len(text) < width else text + " "
 
 
 def evaluation_count(steps: int, eval_steps: Optional[int], num_evals: int) -> tuple[int, int]:
@@ -290,12 +338,23 @@ def _evaluations_line(cfg: DictConfig, num_evals: Entry, typed: Optional[Sequenc
     return f"  {'evaluations':<13}{str(count):<10}{when}{before}: {source}"
 
 
-def _evaluation_block(cfg: DictConfig, run: RunKey, entries: Sequence[Entry]) -> str:
-    """The block of a run that trains nothing: what it evaluates on and with, no schedule."""
+def _evaluation_block(cfg: DictConfig, run: RunKey, entries: Sequence[Entry],
+                      sizes: Optional[dict[str, int]] = None) -> str:
+    """The block of a run that trains nothing: what it evaluates on and with, no schedule; with
+    ``sizes``, the dev and test examples really drawn."""
     lines = [f"protocol ({cfg.protocol.name}) for {run.label()}: evaluation only, nothing trains"]
-    lines += [f"  {FIELDS[e.field]:<13}{str(e.value):<10}{e.source}" for e in entries]
+    for e in entries:
+        value, source = e.value, e.source
+        if e.field == "task.num_dev" and sizes is not None and sizes["dev"] < e.value:
+            value, source = sizes["dev"], f"{source}; {e.value} asked, the train split has only {sizes['dev']}"
+        lines.append(f"  {FIELDS[e.field]:<13}{str(value):<10}{source}")
     if cfg.task.name not in LMBFF_TASKS:
-        lines.append(f"  {'test set':<13}{str(cfg.task.num_test):<10}sampled from the task's test split")
+        asked = cfg.task.num_test
+        if sizes is not None and sizes["test"] < asked:
+            lines.append(f"  {'test set':<13}{str(sizes['test']):<10}the task's whole test split; task.num_test={asked} "
+                         f"asked, the split has only {sizes['test']}")
+        else:
+            lines.append(f"  {'test set':<13}{str(asked):<10}sampled from the task's test split")
     if run.method == "icl":
         lines.append(f"  {'demos':<13}{str(cfg.method.num_demos):<10}per test example, drawn afresh from the whole "
                      "train split (method.num_demos)")
@@ -303,6 +362,24 @@ def _evaluation_block(cfg: DictConfig, run: RunKey, entries: Sequence[Entry]) ->
         typed = typed_overrides()
         lines.append(objective_note(cfg, None if typed is None else _typed_keys(typed)))
     return "\n".join(lines)
+
+
+def check_evaluation_sample(cfg: DictConfig, sizes: dict[str, int], typed: Optional[Sequence[str]]) -> None:
+    """Refuse an evaluation-only run (zero-shot, ICL) whose ``task.num_dev`` or ``task.num_test``
+    typed on the command line is larger than the split it is drawn from (``sizes``: the examples
+    drawn, the whole split when it is smaller). A size from a task file, the table or a preset is
+    used as far as the data goes, and the block says how many (:func:`format_block`)."""
+    if run_key(cfg).method not in EVAL_ONLY or cfg.task.name in LMBFF_TASKS or typed is None:
+        return
+    from zoft.tasks.sampling import SamplingError  # the data layer's error (this module stays light)
+
+    typed_keys = _typed_keys(typed)
+    if "task.num_dev" in typed_keys and sizes["dev"] < cfg.task.num_dev:
+        raise SamplingError(f"task.num_dev={cfg.task.num_dev} is larger than the train split it is drawn from "
+                            f"({sizes['dev']} examples); use task.num_dev<={sizes['dev']}")
+    if "task.num_test" in typed_keys and sizes["test"] < cfg.task.num_test:
+        raise SamplingError(f"task.num_test={cfg.task.num_test} is larger than the task's test split "
+                            f"({sizes['test']} examples); use task.num_test<={sizes['test']}")
 
 
 def as_record(entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:

@@ -25,6 +25,9 @@ class OptimizerRecord:
     differentiable (``task.objective=metric`` is refused).
     ``batched_probes``: the probes of a step can run as one batched forward
     (``optimizer.probe_batch`` > 1, :mod:`zoft.optim.batched`).
+    ``settings``: the optimizer's own ``optimizer.*`` keys, those its ``conf/optimizer/<name>.yaml``
+    sets beyond the ones every optimizer shares (lr, eps, weight_decay, the directions, the
+    perturbation, clipping); the protocol block shows them.
     """
 
     name: str
@@ -33,9 +36,14 @@ class OptimizerRecord:
     parameter_state: str = "none"
     forward_mode: bool = False
     batched_probes: bool = False
+    settings: tuple[str, ...] = ()
 
 
 OPTIMIZERS: dict[str, OptimizerRecord] = {}
+
+
+# The keys every optimizer file may set (conf/optimizer/mezo.yaml's); the others are an optimizer's own.
+SHARED_SETTINGS = ("name", "lr", "eps", "weight_decay", "n_directions", "direction", "perturbation", "max_grad_norm")
 
 
 def register_optimizer(record: OptimizerRecord) -> OptimizerRecord:
@@ -71,38 +79,52 @@ def is_zeroth_order_name(name: str) -> bool:
     return bool(record and record.zeroth_order)
 
 
-register_optimizer(OptimizerRecord("sgd", False, "torch.optim.SGD with backprop", "gradient (+ momentum buffer)"))
+register_optimizer(OptimizerRecord("sgd", False, "torch.optim.SGD with backprop", "gradient (+ momentum buffer)",
+                                   settings=("momentum",)))
 register_optimizer(OptimizerRecord("adam", False, "torch.optim.AdamW with backprop (the paper's FT)",
-                                   "gradient + two moments"))
+                                   "gradient + two moments",
+                                   settings=("betas", "adam_eps")))
 register_optimizer(OptimizerRecord("mezo", True, "MeZO: zeroth-order SGD with seeded in-place perturbations", batched_probes=True))
 register_optimizer(OptimizerRecord("mezo-adam", True, "the MeZO estimate fed to AdamW (paper Table 7)",
-                                   "gradient + two moments", batched_probes=True))
+                                   "gradient + two moments", batched_probes=True,
+                                   settings=("betas", "adam_eps")))
 register_optimizer(OptimizerRecord("mezo-sgd", True, "the MeZO estimate fed to SGD with momentum",
-                                   "gradient + momentum buffer", batched_probes=True))
+                                   "gradient + momentum buffer", batched_probes=True,
+                                   settings=("momentum",)))
 register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate "
-                                   "(sign_of=projected_grad: ZO-Bench's code, sign(g) z)", batched_probes=True))
+                                   "(sign_of=projected_grad: ZO-Bench's code, sign(g) z)", batched_probes=True,
+                                   settings=("sign_of",)))
 register_optimizer(OptimizerRecord("zo-sgd-mmt", True, "ZO-SGD-MMT (ZO-Bench): heavy-ball momentum on the MeZO "
-                                   "estimate, buffer updated from the seeds", "momentum buffer", batched_probes=True))
+                                   "estimate, buffer updated from the seeds", "momentum buffer", batched_probes=True,
+                                   settings=("momentum",)))
 register_optimizer(OptimizerRecord("zo-sgd-cons", True, "ZO-SGD-Cons (ZO-Bench): the MeZO step only if it lowers "
                                    "the batch loss (2n+3 forward passes)"))
 register_optimizer(OptimizerRecord("fzoo", True, "FZOO: N one-sided Rademacher probes, step normalised by the "
                                    "std of the N losses (N+1 forward passes)", batched_probes=True))
 register_optimizer(OptimizerRecord("hizoo", True, "HiZOO: diagonal-Hessian-shaped perturbation and "
-                                   "preconditioned step (3 forward passes)", "diagonal Hessian (float32)"))
+                                   "preconditioned step (3 forward passes)", "diagonal Hessian (float32)",
+                                   settings=("hessian_smooth",)))
 register_optimizer(OptimizerRecord("sparse-mezo", True, "Sparse MeZO: MeZO on the small-magnitude weights "
-                                   "(thresholds fixed or every step, mask recomputed per pass)", batched_probes=True))
+                                   "(thresholds fixed or every step, mask recomputed per pass)", batched_probes=True,
+                                   settings=("sparsity", "threshold_update")))
 register_optimizer(OptimizerRecord("mezo-one-point", True, "the MeZO paper's one-point (residual-feedback) "
                                    "estimator, one forward pass per step"))
 register_optimizer(OptimizerRecord("mezo-nspsa", True, "n-SPSA with the MeZO paper's sample scheduler "
-                                   "(constant/linear n, scale_lr_with_samples)", batched_probes=True))
+                                   "(constant/linear n, scale_lr_with_samples)", batched_probes=True,
+                                   settings=("sample_scheduler", "sample_steps", "scale_lr_with_samples")))
 register_optimizer(OptimizerRecord("lozo", True, "LOZO: rank-r perturbations U V^T of each matrix, V redrawn "
-                                   "every nu steps", "factors only (r (m + n) per matrix)", batched_probes=True))
+                                   "every nu steps", "factors only (r (m + n) per matrix)", batched_probes=True,
+                                   settings=("lowrank_rank", "lowrank_interval")))
 register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z V^T in random orthonormal "
-                                   "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)", batched_probes=True))
+                                   "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)", batched_probes=True,
+                                   settings=("lowrank_rank", "lowrank_interval")))
 register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the exact directional derivative along "
                                    "the seeded direction by forward-mode AD (a jvp; no eps)",
                                    "the tangent (1x the trainable weights, during the step)", forward_mode=True))
 register_optimizer(OptimizerRecord("mezo-norm", True, "the MeZO paper's Appendix B variants: per-layer scales "
-                                   "(parameter or gradient norm) of the perturbation and the estimate"))
+                                   "(parameter or gradient norm) of the perturbation and the estimate",
+                                   settings=("zo_variant", "zo_by_layer", "recompute_norms", "change_grad_estimate",
+                                             "scale_norm_by_num_params", "norm_running_update")))
 register_optimizer(OptimizerRecord("hizoo-l", True, "HiZOO-L: HiZOO with rank-1 factored Hessians of the weight "
-                                   "matrices (3 forward passes)", "factors only (m + n per matrix)"))
+                                   "matrices (3 forward passes)", "factors only (m + n per matrix)",
+                                   settings=("hessian_smooth",)))

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+from omegaconf import OmegaConf
+
 from zoft.errors import ZoftUserError
+from zoft.lmbff.settings import natural_objective
 from zoft.tasks import TASKS
 
 log = logging.getLogger("zoft")
@@ -30,6 +34,8 @@ PEFT_LABELS = {"lora": "LoRA", "prefix": "prefix", "prompt": "prompt"}
 # Config keys that never distinguish one configuration from another.
 IGNORED_PREFIXES = ("logger.", "launcher.", "output_dir", "extra.", "trainer.progress_bar", "trainer.num_workers",
                     "model.path", "model.device", "task.data_dir", "save_model")
+# The model group's files: each model's own kind (model.kind), which decides its natural objective.
+MODEL_CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
 class ReportError(ZoftUserError):
@@ -89,8 +95,9 @@ def method_label(config: dict[str, Any]) -> str:
     if config.get("mode", {}).get("name") == "kernel" or optimizer == "kernel":  # (optimizer=kernel: older runs)
         kernel = config.get("kernel", {})
         return f"Kernel ({kernel.get('formula', 'sgd')}, {kernel.get('solver', 'logistic')})"
+    objective = objective_detail(config)
     if method in EVAL_ONLY_LABELS:  # no optimizer runs
-        return EVAL_ONLY_LABELS[method]
+        return EVAL_ONLY_LABELS[method] + (f" ({objective})" if objective else "")
     base = OPTIMIZER_LABELS.get(optimizer, optimizer)
     if method == "linear-probe":
         if not config["method"].get("lp_then"):
@@ -103,9 +110,55 @@ def method_label(config: dict[str, Any]) -> str:
         details.append(PEFT_LABELS[method])
     elif method not in ("ft", "head", "linear-probe"):
         details.append(method)
-    if config["task"].get("objective") == "metric":
-        details.append("metric objective")
+    if objective:
+        details.append(objective)
     return base + (f" ({', '.join(details)})" if details else "")
+
+
+def objective_detail(config: dict[str, Any]) -> Optional[str]:
+    """The objective a run's label names: None for the natural objective of its task and model
+    (so those labels stay the paper's), "metric objective" for the non-differentiable one (the
+    paper's rows), else the objective's name ("similarity", "cls-head", "lm", ...), so that runs
+    of different objectives are never pooled into one row.
+
+    The natural objective is the one the run gets with ``task.objective`` unset: a masked-LM
+    (LM-BFF) task's follows the model's *own* kind (conf/model/<name>.yaml: mlm-prompt, cls-head
+    for a sequence classifier, similarity for a bare encoder), so ``model=minilm-l6
+    model.kind=seq-cls`` (cls-head) is told apart from ``model=minilm-l6`` (similarity); an
+    OPT-protocol task's is candidates (lm for generation tasks and with
+    ``task.train_as_classification=false``)."""
+    task = config.get("task", {})
+    chosen = task.get("objective")
+    if chosen == "metric":
+        return "metric objective"
+    spec = TASKS.get(task.get("name"))
+    if spec is None:
+        return chosen or None
+    if spec.family == "masked":
+        model = config.get("model", {})
+        own_kind = model_kinds().get(model.get("name")) or model.get("kind")
+        natural = natural_objective(own_kind)
+        used = chosen or natural_objective(model.get("kind") or own_kind)
+    else:
+        natural = "lm" if spec.kind == "generation" or not task.get("train_as_classification", True) else "candidates"
+        used = chosen or natural
+    return None if used == natural else used
+
+
+@lru_cache(maxsize=1)
+def model_kinds() -> dict[str, str]:
+    """model.name -> model.kind of every conf/model/*.yaml (empty without the conf folder)."""
+    kinds = {}
+    for path in sorted(MODEL_CONF.glob("*.yaml")):
+        try:  # unresolved: a name written as an interpolation (hf-causal.yaml) is no model name
+            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception as err:  # noqa: BLE001 - a broken file only loses its model's default kind
+            log.warning("skipping %s: %s", path, err)
+            continue
+        name, kind = (node.get("name"), node.get("kind")) if isinstance(node, dict) else (None, None)
+        if isinstance(name, str) and "${" not in name and isinstance(kind, str):
+            kinds[name] = kind
+    return kinds
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

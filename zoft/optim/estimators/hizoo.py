@@ -81,8 +81,11 @@ class HiZOO(MeZO):
     def __init__(self, params: Iterable, hessian_smooth: float = 1e-8, **kwargs) -> None:
         if kwargs.get("n_directions", 1) != 1:
             raise ValueError("HiZOO uses one direction per step (n_directions=1)")
-        if not 0.0 <= hessian_smooth <= 1.0:
-            raise ValueError(f"HiZOO hessian_smooth={hessian_smooth} must be in [0, 1]")
+        # The config's own range (zoft/config/bounds.py refuses it first for optimizer=hizoo);
+        # kept for code that builds the optimizer directly. At 1 the EMA forgets H entirely
+        # (H <- h H z^2), which is 0 wherever z or h is, and the step divides by sqrt(H).
+        if not 0.0 <= hessian_smooth < 1.0:
+            raise ValueError(f"hessian_smooth={hessian_smooth} must be in [0, 1) (the Hessian moving-average weight)")
         super().__init__(params, **kwargs)
         self.hessian_smooth = float(hessian_smooth)
         self._by_index = {i: p for _, i, p in self._params()}
