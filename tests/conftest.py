@@ -62,3 +62,29 @@ FAST = [
 TINY64 = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=4", "model.tiny.ffn_dim=128"]
 if os.environ.get("ZOFT_TEST_THREADS"):
     FAST.append(f"trainer.cpu_threads={os.environ['ZOFT_TEST_THREADS']}")
+
+
+# Tests must write only under their tmp_path: a run folder that appears in the checkout's own
+# outputs/ or multirun/ during the session is a leak (the documented-commands check once left one
+# empty folder per command there). The controller process compares the run folders before and after.
+_RUN_ROOTS = ("outputs", "multirun")
+
+
+def _run_folders() -> set[Path]:
+    """Every <root>/<date>/<time> folder in the checkout."""
+    return {p for root in _RUN_ROOTS for p in (ROOT / root).glob("*/*") if p.is_dir()}
+
+
+def pytest_sessionstart(session):
+    session.config._zoft_run_folders = _run_folders()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller checks once
+        return
+    leaked = sorted(_run_folders() - session.config._zoft_run_folders)
+    if leaked:
+        names = ", ".join(str(p.relative_to(ROOT)) for p in leaked[:5])
+        session.config.get_terminal_writer().line(
+            f"error: the tests left {len(leaked)} run folder(s) in the checkout: {names}", red=True)
+        session.exitstatus = 1

@@ -102,6 +102,7 @@ def test_the_docs_have_train_commands():
 @pytest.mark.slow  # ~1 s of composition per command
 @pytest.mark.parametrize("where,args", COMMANDS, ids=[f"{w} {' '.join(a)[:60]}" for w, a in COMMANDS])
 def test_documented_train_command_composes_and_validates(where, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the pre-run check makes the run folder: keep it out of the checkout
     if "launcher=slurm" in args:  # it needs sbatch on PATH: a stand-in (tests/fake_slurm.py)
         import fake_slurm
 

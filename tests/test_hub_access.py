@@ -90,6 +90,20 @@ def test_proxy_is_honoured_and_without_it_the_hub_is_unreachable(hub, monkeypatc
     assert proxy.requests and proxy.requests[0][1].startswith(constants.ENDPOINT + AUTH_CHECK)
 
 
+def test_a_failing_proxy_is_named_without_its_password(hub, monkeypatch):
+    hub(closed_port_url())
+    dead_proxy = closed_port_url().replace("http://", "http://user:secret@")
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    huggingface_hub.close_session()
+    with pytest.raises(ModelUnavailableError) as err:
+        check_model_available(model_cfg())
+    message = str(err.value)
+    assert "cannot be reached" in message and "secret" not in message
+    assert f"through the proxy {dead_proxy.replace('user:secret@', '')}" in message
+
+
 def test_offline_asks_nothing_and_keeps_the_message(hub, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

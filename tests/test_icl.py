@@ -226,3 +226,20 @@ def test_a_typed_sample_size_wins_over_the_evaluation_only_row(typed):
     field, value = typed[0].split("=")
     assert entries[field].value == int(value) and entries[field].source == "command line"
     assert cfg.task[field.split(".")[1]] == int(value)
+
+
+def test_zero_shot_needs_no_train_file_and_icl_says_it_does(tmp_path, fixtures_dir):
+    """A folder with only the test split (val.jsonl) scores a model zero-shot; ICL, which draws its
+    demonstrations from the train split, stops naming the missing file."""
+    only_test = tmp_path / "boolq-test-only"
+    only_test.mkdir()
+    (only_test / "val.jsonl").write_text((fixtures_dir / "boolq-fewglue" / "val.jsonl").read_text())
+    common = EVAL_FAST + ["task=boolq", f"task.data_dir={only_test}", "task.num_test=8"]
+    results = run(compose_config(common + ["method=zero-shot", f"output_dir={tmp_path / 'zs'}"]))
+    assert results["status"] == "completed" and results["data"]["sizes"]["test"] == 8
+    assert results["data"]["sizes"]["train"] == 0
+    with pytest.raises(Exception, match=r"method=icl draws 4 demonstrations .* has no train file"):
+        run(compose_config(common + ["method=icl", "method.num_demos=4", f"output_dir={tmp_path / 'icl'}"]))
+    typed_rows = common + ["method=zero-shot", "task.num_dev=4", f"output_dir={tmp_path / 'dev'}"]
+    with pytest.raises(Exception, match="none of train.jsonl"):  # a dev set is sampled from the train split
+        run(compose_config(typed_rows))

@@ -75,8 +75,29 @@ def probe_repo(repo_id: str, repo_type: str = "model", timeout: float = PROBE_TI
     except HfHubHTTPError as err:  # the Hub (or a mirror without this route) answered: the download decides
         return HubAnswer(Access.OK, one_line(err))
     except Exception as err:  # noqa: BLE001 - connection, proxy, TLS and timeout errors of any HTTP library
-        return HubAnswer(Access.UNREACHABLE, one_line(err))
+        proxy = proxy_for(url)
+        via = f" (through the proxy {proxy}, from the environment)" if proxy else ""
+        return HubAnswer(Access.UNREACHABLE, one_line(err) + via)
     return HubAnswer(Access.OK)
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``,
+    unless ``NO_PROXY`` covers the host), as the HTTP clients read it; its user and password are
+    left out, so the message can be shown and logged. None when the request goes direct."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    target = urlsplit(url)
+    if urllib.request.proxy_bypass(target.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(target.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def gated_advice(repo_id: str, repo_type: str = "model") -> str:

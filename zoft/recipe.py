@@ -43,7 +43,11 @@ from zoft.tasks import TaskSpec, get_task
 from zoft.examples import TaskData
 from zoft.tasks.data import load_task_data
 from zoft.tasks.sampling import demo_sets
+from zoft.tasks.readers import DataFileError
+from zoft.train.checkpoint_policy import CheckpointPolicy
+from zoft.train.closures import StepClosures
 from zoft.train.loop import Trainer, total_steps
+from zoft.train.parts import TrainParts
 from zoft.train.precision import PrecisionPlan, plan_precision
 
 log = logging.getLogger("zoft")
@@ -182,6 +186,10 @@ def run_evaluation(s: Setup) -> None:
     cfg, data = s.cfg, s.data
     num_demos = cfg.method.num_demos if cfg.method.name == "icl" else 0
     if num_demos:
+        if not data.pool:
+            raise DataFileError(f"method=icl draws {num_demos} demonstrations per test example from the task's "
+                                f"train split, and task.data_dir={cfg.task.data_dir!r} has no train file; add it, "
+                                "or run method=zero-shot")
         demos = demo_sets(data.pool, cfg.task.sample_seed, len(data.test), num_demos)
         s.results.icl = {"num_demos": num_demos, "demo_seed": cfg.task.sample_seed, "pool": len(data.pool)}
         log.info("ICL: %d demonstrations per test example, resampled from %d train examples", num_demos, len(data.pool))
@@ -268,9 +276,13 @@ def build_trainer(s: Setup, steps: int) -> Trainer:
         optimizer.attach_trajectory(TrajectoryWriter(s.run_dir / "trajectory.bin", optimizer,
                                                      [n for n, _ in s.named], s.results.config, resume=s.resume))
     scheduler = build_scheduler(optimizer, cfg.trainer.lr_scheduler, steps, cfg.trainer.warmup_steps)
-    return Trainer(model, s.objective, optimizer, scheduler, s.named, cfg.trainer, s.run_dir, seed=cfg.seed,
-                   max_grad_norm=cfg.optimizer.max_grad_norm, on_log=s.on_log, parallel=s.parallel,
-                   precision=s.precision, run_config=s.results.config)
+    parts = TrainParts(model, s.objective, optimizer, scheduler, s.named)
+    closures = StepClosures(parts, cfg.trainer.grad_accum, s.parallel, s.precision, cfg.optimizer.max_grad_norm)
+    # The resolved config goes into every last.pt: a resume under other settings is refused.
+    checkpoints = CheckpointPolicy(parts, cfg.trainer, s.run_dir / "checkpoints", s.parallel,
+                                   run_config=s.results.config)
+    return Trainer(parts, cfg.trainer, s.run_dir, cfg.seed, closures=closures, checkpoints=checkpoints,
+                   parallel=s.parallel, on_log=s.on_log)
 
 
 def final_evaluation(s: Setup, splits: PreparedSplits) -> None:

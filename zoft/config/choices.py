@@ -3,8 +3,8 @@ that :mod:`zoft.config.validate` can reject a bad command in about a second, bef
 libraries load and before the run folder is touched.
 
 The modules that implement each choice import their names from here (the model loader, the
-schedulers, the direction sampler, the kernel solvers, the distributed setup), and
-``tests/test_config.py`` checks that the method registry matches :data:`METHOD_FAMILIES`.
+schedulers, the direction sampler, the kernel solvers, the distributed setup, the method
+registry, which refuses to register a method this module does not name).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ STRATEGIES = ("auto", "ddp", "fsdp")
 BACKENDS = ("auto", "gloo", "nccl")
 MIXED_PRECISION = ("no", "bf16")
 
-# Every method and the model families it supports (None: every family). zoft.methods.registry
-# registers the implementations under these names.
+# Every method and the model families it supports (None: every family), the one record of both:
+# zoft.methods.registry registers the implementations under these names and refuses a model of
+# another family with the same table.
 METHOD_FAMILIES: dict[str, Optional[tuple[str, ...]]] = {
     "ft": None,
     "zero-shot": None,

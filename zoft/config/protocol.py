@@ -137,16 +137,13 @@ _NO_DEFAULT = object()
 def lookup(rows: Sequence[Any], run: RunKey, field: str, default: Any = _NO_DEFAULT) -> tuple[Any, str, Optional[list]]:
     """(value, source, grid) of ``field`` for ``run``: the last matching row that sets it wins;
     ``default`` (source "") when no row sets it and a default is given, else an error."""
-    found, value, source, grid = False, None, "", None
+    found, value, source = False, None, ""
     for row in rows:
         if not row_matches(row["when"], run):
             continue
         has, row_value = _get(row["values"], field)
         if has:
             found, value, source = True, row_value, row["source"]
-            grid = None  # a grid belongs to the value of its own row
-        if row["grid"] and field in row["grid"]:
-            grid = list(row["grid"][field])
     if not found and default is not _NO_DEFAULT:
         return default, "", None
     if not found:
@@ -154,7 +151,22 @@ def lookup(rows: Sequence[Any], run: RunKey, field: str, default: Any = _NO_DEFA
                             f"set {field}=... on the command line, or add a row to conf/protocol/")
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
-    return value, source, grid
+    return value, source, search_grid(rows, run, field)
+
+
+def search_grid(rows: Sequence[Any], run: RunKey, field: str) -> Optional[list]:
+    """The paper's search grid of ``field`` for ``run`` (None: the table has none): the last
+    matching row's grid, unless a later matching row sets the field's value without one (a grid
+    belongs to the value of its own row). The protocol block shows it; sweeps/ runs it."""
+    grid = None
+    for row in rows:
+        if not row_matches(row["when"], run):
+            continue
+        if _get(row["values"], field)[0]:
+            grid = None
+        if row["grid"] and field in row["grid"]:
+            grid = list(row["grid"][field])
+    return grid
 
 
 def protocol_value(field: str, *default: Any, _root_: DictConfig) -> Any:

@@ -24,7 +24,7 @@ from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
-from zoft.models.families import FAMILIES, method_families
+from zoft.models.families import FAMILIES
 from zoft.models.heads import is_seq_cls
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
@@ -47,7 +47,7 @@ def lora_config(cfg: MethodConfig, family: str) -> LoraConfig:
                       target_modules=targets, bias="none", init_lora_weights=True)
 
 
-@register_method("lora", families=method_families("lora"), adapter=True)
+@register_method("lora", adapter=True)
 def apply_lora(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """Inject LoRA into the q/v projections; ``lora_A``/``lora_B`` train (plus the task head of a
     sequence classifier)."""

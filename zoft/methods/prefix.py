@@ -30,15 +30,12 @@ from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
 from zoft.methods.seqcls import unfreeze_head
-from zoft.models.families import FAMILIES, method_families
+from zoft.models.families import FAMILIES
 from zoft.models.heads import is_seq_cls
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
 
-# Families with the standard key/value cache layout (the family table); how each numbers the
-# positions of real tokens is its ``positions`` (BERT, like the causal families: 0, 1, ...).
-PREFIX_FAMILIES = method_families("prefix")
 ATTR = "prefix_kv"  # trainable names: prefix_kv.keys.<layer>, prefix_kv.values.<layer>
 
 
@@ -152,7 +149,7 @@ def real_activation_cache(model: torch.nn.Module, num_prefix: int) -> DynamicCac
     return cache
 
 
-@register_method("prefix", families=PREFIX_FAMILIES, adapter=True)
+@register_method("prefix", adapter=True)
 def apply_prefix(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """Add ``num_prefix`` trainable key/value prefixes per layer; everything else is frozen
     (except the task head of a sequence classifier, which trains with the prefix)."""

@@ -17,7 +17,7 @@ import torch
 from zoft.errors import MethodError
 from zoft.methods.common import Named, freeze_all, trainable
 from zoft.methods.registry import register_method
-from zoft.models.families import FAMILIES, method_families
+from zoft.models.families import FAMILIES
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
@@ -65,7 +65,7 @@ def install_soft_prompt(model: torch.nn.Module, soft: torch.nn.Parameter, robert
     model.register_forward_hook(post_hook, with_kwargs=True)
 
 
-@register_method("prompt", families=method_families("prompt"), adapter=True)
+@register_method("prompt", adapter=True)
 def apply_prompt(model: torch.nn.Module, cfg: MethodConfig, family: str) -> Named:
     """Prepend ``num_prefix`` trainable soft-token embeddings to every input."""
     if cfg.num_prefix < 1:

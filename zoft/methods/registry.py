@@ -8,18 +8,21 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from zoft.config.choices import METHOD_FAMILIES  # the method vocabulary and the families each supports
 from zoft.errors import MethodError
 
 if TYPE_CHECKING:  # annotations only: components sit below the config layer
     from zoft.config.schema import MethodConfig
 
 Named = list[tuple[str, torch.nn.Parameter]]
+# The implementation of each name of zoft.config.choices.METHOD_FAMILIES, which also says the model
+# families a method supports (read by zoft.config.validate before anything loads, and below).
 METHODS: dict[str, Callable[[torch.nn.Module, MethodConfig, str], Named]] = {}
-# Model families a method supports (absent: every family); checked by zoft.config.validate.
-METHOD_FAMILIES: dict[str, tuple[str, ...]] = {}
 # Methods that add new tensors (adapters): ``save_model`` writes those tensors next to a record
 # of the method instead of a full Hugging Face model (see zoft.methods.io).
 ADAPTER_METHODS: set[str] = set()
+
+
 @dataclass(frozen=True)
 class ClosedFormFit:
     """A fit that runs once before (or instead of) the loop, e.g. linear probing.
@@ -36,11 +39,14 @@ class ClosedFormFit:
 CLOSED_FORM_FITS: dict[str, ClosedFormFit] = {}
 
 
-def register_method(name: str, families: tuple[str, ...] | None = None, adapter: bool = False):
+def register_method(name: str, adapter: bool = False):
+    """Register the implementation of method ``name``, a name of ``METHOD_FAMILIES``."""
+    if name not in METHOD_FAMILIES:
+        raise ValueError(f"method {name!r} is not in zoft.config.choices.METHOD_FAMILIES; add it there "
+                         "(with the model families it supports) so that the config checks know it")
+
     def wrap(fn):
         METHODS[name] = fn
-        if families is not None:
-            METHOD_FAMILIES[name] = tuple(families)
         if adapter:
             ADAPTER_METHODS.add(name)
         return fn

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 from zoft.examples import Example, TaskData
-from zoft.tasks.readers import DataFileError, read_hub_split, read_local_split
+from zoft.tasks.readers import DataFileError, MissingSplitError, read_hub_split, read_local_split
 from zoft.tasks.sampling import sample_subset, split_train_dev
 
 if TYPE_CHECKING:  # annotations only: the loaders sit below the task records and the config
@@ -93,7 +93,7 @@ def load_task_data(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
 def load_opt_protocol(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
     """The OPT protocol (the original's large_models/tasks.py): train+dev sampled together from
     the train split, test sampled from the validation split, all with ``cfg.sample_seed``."""
-    train_origin, train_pool = read_split(spec, "train", cfg.data_dir)
+    train_origin, train_pool = _read_train_pool(spec, cfg)
     test_origin, test_pool = read_split(spec, "test", cfg.data_dir)
     train, dev = split_train_dev(train_pool, cfg.sample_seed, cfg.num_train, cfg.num_dev)
     if cfg.num_test > len(test_pool):
@@ -103,3 +103,18 @@ def load_opt_protocol(spec: TaskSpec, cfg: TaskConfig) -> TaskData:
     log.info("task %s: %d train, %d dev, %d test examples", spec.name, len(train), len(dev), len(test))
     return TaskData(train=train, dev=dev, test=test, sources={"train": train_origin, "test": test_origin},
                     pool=train_pool)
+
+
+NO_TRAIN_FILE = "no train file (task.num_train=0, task.num_dev=0: nothing is sampled from it)"
+
+
+def _read_train_pool(spec: TaskSpec, cfg: TaskConfig) -> tuple[str, list[Example]]:
+    """The train split, or nothing when no train or dev row is drawn from it (zero-shot) and the
+    folder has no train file: a user with only the test split can still score a model. ICL's
+    demonstrations need the split; ``zoft.recipe`` says so when the pool is empty."""
+    try:
+        return read_split(spec, "train", cfg.data_dir)
+    except MissingSplitError:
+        if cfg.num_train or cfg.num_dev:
+            raise
+        return NO_TRAIN_FILE, []

@@ -24,6 +24,10 @@ class DataFileError(ZoftUserError, ValueError):
     """A data file is missing, empty or malformed."""
 
 
+class MissingSplitError(DataFileError):
+    """A split's file is not in ``task.data_dir`` (a split nothing samples from may be absent)."""
+
+
 def read_text(path: Path) -> str:
     """The whole file as UTF-8 text (a BOM is dropped); a binary or non-UTF-8 file is a
     :class:`DataFileError` naming the file (and the line of the first bad byte), instead of a
@@ -109,7 +113,7 @@ def read_local_split(data_dir: str, names: Sequence[str],
             if not records:
                 raise DataFileError(f"{path}: the file is empty (no records)")
             return path, records
-    raise DataFileError(
+    raise MissingSplitError(
         f"none of {', '.join(names)} exists in task.data_dir={str(folder)!r}; "
         "put the split there under one of these names"
     )
