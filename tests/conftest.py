@@ -64,27 +64,36 @@ if os.environ.get("ZOFT_TEST_THREADS"):
     FAST.append(f"trainer.cpu_threads={os.environ['ZOFT_TEST_THREADS']}")
 
 
-# Tests must write only under their tmp_path: a run folder that appears in the checkout's own
-# outputs/ or multirun/ during the session is a leak (the documented-commands check once left one
-# empty folder per command there). The controller process compares the run folders before and after.
+# Tests must write only under their tmp_path: anything that appears in the checkout's own outputs/
+# or multirun/ during the session is a leak (the documented-commands check once left one empty run
+# folder per command there). The controller process compares the entries before and after.
 _RUN_ROOTS = ("outputs", "multirun")
+_BEFORE = pytest.StashKey[set]()
+_LEAKED = pytest.StashKey[list]()
 
 
-def _run_folders() -> set[Path]:
-    """Every <root>/<date>/<time> folder in the checkout."""
-    return {p for root in _RUN_ROOTS for p in (ROOT / root).glob("*/*") if p.is_dir()}
+def _run_entries() -> set[Path]:
+    """Every entry one or two levels below outputs/ and multirun/ (run folders are <date>/<time>;
+    a run outside Hydra writes outputs/manual/)."""
+    return {p for root in _RUN_ROOTS for pattern in ("*", "*/*") for p in (ROOT / root).glob(pattern)}
 
 
 def pytest_sessionstart(session):
-    session.config._zoft_run_folders = _run_folders()
+    session.config.stash[_BEFORE] = _run_entries()
 
 
 def pytest_sessionfinish(session, exitstatus):
     if hasattr(session.config, "workerinput"):  # an xdist worker: the controller checks once
         return
-    leaked = sorted(_run_folders() - session.config._zoft_run_folders)
+    leaked = sorted(_run_entries() - session.config.stash[_BEFORE])
+    session.config.stash[_LEAKED] = leaked
+    if leaked and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    leaked = config.stash.get(_LEAKED, [])
     if leaked:
         names = ", ".join(str(p.relative_to(ROOT)) for p in leaked[:5])
-        session.config.get_terminal_writer().line(
-            f"error: the tests left {len(leaked)} run folder(s) in the checkout: {names}", red=True)
-        session.exitstatus = 1
+        terminalreporter.write_line(f"error: the tests left {len(leaked)} entries in the checkout's outputs/ or "
+                                    f"multirun/ (they must write under tmp_path): {names}", red=True)

@@ -39,6 +39,24 @@ def test_rollback_halves_the_lr_then_gives_up(tmp_path, caplog):
     assert [r["lr_scale"] for r in rows if "rollback_from" in r] == [0.5, 0.25]
 
 
+def test_after_a_rollback_last_pt_holds_the_halved_lr_and_the_count(tmp_path):
+    """A run that rolled back and then stopped before its next checkpoint resumes the redone
+    stretch: last.pt is rewritten at the rollback with lr_scale 0.5 and one rollback spent (it
+    once kept the full LR and a fresh rollback budget)."""
+    from zoft.train.checkpoint import read_checkpoint
+
+    # The gradient check trips at step 21 (20 steps of history, a factor no step passes); the
+    # loop goes back to step 20's checkpoint; no checkpoint is due after that before step 26.
+    cfg = compose_config(["task.num_train=32", "task.num_dev=8", "task.num_test=8", "trainer.max_steps=26",
+                          "trainer.progress_bar=false", "trainer.eval_before_training=false",
+                          "trainer.eval_steps=7", "trainer.checkpoint_steps=10", "trainer.on_divergence=rollback",
+                          "trainer.divergence_factor=1e-9", "trainer.max_rollbacks=1", "method=mezo",
+                          "optimizer.lr=1e-3", "trainer.lr_scheduler=linear", f"output_dir={tmp_path}"])
+    run(cfg)
+    loop = read_checkpoint(tmp_path / "checkpoints" / "last.pt")["loop"]
+    assert (loop["step"], loop["lr_scale"], loop["rollbacks"]) == (20, 0.5, 1)
+
+
 def test_mezo_non_finite_loss_stops_as_diverged(tmp_path):
     cfg = compose_config(["task.num_train=32", "task.num_dev=8", "task.num_test=8", "trainer.max_steps=100",
                           "trainer.progress_bar=false", "trainer.eval_before_training=false",

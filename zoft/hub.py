@@ -83,21 +83,25 @@ def probe_repo(repo_id: str, repo_type: str = "model", timeout: float = PROBE_TI
 
 def proxy_for(url: str) -> str | None:
     """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``,
-    unless ``NO_PROXY`` covers the host), as the HTTP clients read it; its user and password are
-    left out, so the message can be shown and logged. None when the request goes direct."""
+    unless ``NO_PROXY`` covers the host), read from the environment alone as huggingface_hub's
+    HTTP client reads it; its user and password are left out, so the message can be shown and
+    logged. None when the request goes direct."""
     import urllib.request
     from urllib.parse import urlsplit
 
     target = urlsplit(url)
-    if urllib.request.proxy_bypass(target.hostname or ""):
+    if urllib.request.proxy_bypass_environment(target.hostname or ""):
         return None
-    proxies = urllib.request.getproxies()
+    proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(target.scheme) or proxies.get("all")
     if not proxy:
         return None
     parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed port: the request failed on it; name the host alone
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 def gated_advice(repo_id: str, repo_type: str = "model") -> str:

@@ -42,8 +42,8 @@ from zoft.sweep_summary import job_label
 from zoft.tasks import TaskSpec, get_task
 from zoft.examples import TaskData
 from zoft.tasks.data import load_task_data
-from zoft.tasks.sampling import demo_sets
 from zoft.tasks.readers import DataFileError
+from zoft.tasks.sampling import demo_sets
 from zoft.train.checkpoint_policy import CheckpointPolicy
 from zoft.train.closures import StepClosures
 from zoft.train.loop import Trainer, total_steps
@@ -108,9 +108,25 @@ def setup_data(cfg: DictConfig, results: RunResults) -> tuple[TaskSpec, TaskData
     spec = get_task(cfg.task.name)
     check_model_available(cfg.model)
     data = load_task_data(spec, cfg.task)
+    check_demo_pool(cfg, data)
     results.data = {"sources": data.sources,
                     "sizes": {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)}}
     return spec, data
+
+
+def demo_count(cfg: DictConfig) -> int:
+    """Demonstrations per test example: ``method.num_demos`` for ICL, none otherwise."""
+    return cfg.method.num_demos if cfg.method.name == "icl" else 0
+
+
+def check_demo_pool(cfg: DictConfig, data: TaskData) -> None:
+    """ICL draws its demonstrations from the train split, which zero-shot may lack (a folder with
+    only the test split): say so before the model loads."""
+    num_demos = demo_count(cfg)
+    if num_demos and not data.pool:
+        raise DataFileError(f"method=icl draws {num_demos} demonstrations per test example from the task's "
+                            f"train split, and task.data_dir={cfg.task.data_dir!r} has no train file; add it, "
+                            "or run method=zero-shot")
 
 
 def setup_model(cfg: DictConfig, data: TaskData) -> tuple[LoadedModel, PrecisionPlan]:
@@ -184,12 +200,8 @@ def run_evaluation(s: Setup) -> None:
     split is scored only zero-shot (its examples come from the train split, so demos could
     contain them)."""
     cfg, data = s.cfg, s.data
-    num_demos = cfg.method.num_demos if cfg.method.name == "icl" else 0
+    num_demos = demo_count(cfg)
     if num_demos:
-        if not data.pool:
-            raise DataFileError(f"method=icl draws {num_demos} demonstrations per test example from the task's "
-                                f"train split, and task.data_dir={cfg.task.data_dir!r} has no train file; add it, "
-                                "or run method=zero-shot")
         demos = demo_sets(data.pool, cfg.task.sample_seed, len(data.test), num_demos)
         s.results.icl = {"num_demos": num_demos, "demo_seed": cfg.task.sample_seed, "pool": len(data.pool)}
         log.info("ICL: %d demonstrations per test example, resampled from %d train examples", num_demos, len(data.pool))

@@ -1,4 +1,4 @@
-"""The paper grids that ``sweeps/*.yaml`` run, each number written once.
+"""What each paper grid in ``sweeps/*.yaml`` must hold, derived from the protocol table.
 
 A sweep's grid is, field by field, the protocol table's grid (``grid:`` in conf/protocol/paper.yaml,
 the one the protocol block shows) for the config the sweep composes, plus what the table does not
@@ -6,8 +6,9 @@ carry, written here: the data of the RoBERTa grids (k and the five data seeds) a
 do not come from Tables 15-16 (Table 3's non-differentiable objective, Table 4's ablation, the
 estimators' own sources). A field written here replaces the table's grid of that field.
 
-The sweep files stay what Hydra runs (``python train.py -m +sweep=<name>``);
-``tests/test_sweeps.py`` checks that each one expands to exactly :func:`sweep_grid`.
+The sweep files stay what Hydra runs (``python train.py -m +sweep=<name>``), so their numbers are
+written there too; ``tests/test_sweeps.py`` checks that each one expands to exactly
+:func:`sweep_grid`, so a sweep cannot drift from the table the protocol block shows.
 """
 
 from __future__ import annotations

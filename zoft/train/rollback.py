@@ -78,7 +78,8 @@ class Rollback:
         from, or raises :class:`DivergenceError` when rolling back is not :meth:`possible`.
 
         The best-so-far bookkeeping is kept from before the rollback: ``best_trainable.pt`` holds
-        the best weights evaluated so far, possibly from the abandoned stretch. Training rows of
+        the best weights evaluated so far, possibly from the abandoned stretch; ``last.pt`` is
+        rewritten with the halved LR and the rollback count. Training rows of
         that stretch leave ``metrics.jsonl``; its evaluations stay, marked ``abandoned``. The
         MeZO trajectory drops the abandoned steps, so ``zoft replay`` follows the redone ones.
         """
@@ -96,4 +97,7 @@ class Rollback:
         metrics.abandon_after(restored.step, {"step": restored.step, "rollback_from": step, "reason": reason,
                                               "lr_scale": scale})
         log.warning("step %d: %s; rolled back to step %d with the LR scaled x%g", step, reason, restored.step, scale)
+        # last.pt now records the halved LR and the rollback count: a resume from it continues the
+        # redone stretch, not the abandoned one at the full LR with a fresh rollback budget.
+        self.checkpoints.save(restored)
         return restored
