@@ -7,7 +7,7 @@ in-code model and the demo task, reduced to hashes, so that a refactor can show 
 
 One line per run: its name, then
 
-* ``weights``: sha256 of the trainable weights at the last step (``checkpoints/last.pt``: every
+* ``weights``: sha256 of the trainable weights of the last checkpoint (``checkpoints/last.pt``: every
   tensor's bytes, in sorted name order) and of the reported ones (``best_trainable.pt`` when
   the run kept one, else ``-``);
 * ``losses``: sha256 of the training losses logged in ``metrics.jsonl``;

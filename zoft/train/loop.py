@@ -227,8 +227,9 @@ class Trainer:
         if state.best_step is not None and state.best_step != run.steps:
             log.info("restoring the best weights (step %d, dev %s=%.4f)", state.best_step, run.key, state.best_value)
             self.checkpoints.restore_best()
-        # checkpoints/last.pt stays: it is the state at the last step, from which a larger
-        # trainer.max_steps extends the run.
+        # checkpoints/last.pt stays: the last checkpoint (the last step's, as checkpoints follow
+        # the evaluations, unless a forward-pass budget ended the run between two), from which a
+        # larger trainer.max_steps extends the run.
         return TrainResult(steps=run.steps, best_step=state.best_step, best_dev=state.best_dev,
                            last_loss=run.loss, forward_passes=state.forward_passes, seconds=run.seconds())
 
