@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import FAST, compose_config
-from test_mezo import lm_closure
+from optim_helpers import lm_closure
 from zoft.config.schema import OptimizerConfig, TinyArchConfig
 from zoft.config.validate import ConfigError, validate
 from zoft.models.tiny import build_tiny_model

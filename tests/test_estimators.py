@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import CONF, FAST, compose_config
-from test_mezo import flat, lm_closure, mlp, regression_closure, tiny_opt
+from optim_helpers import flat, lm_closure, mlp, regression_closure, tiny_opt
 from zoft.config.schema import OptimizerConfig
 from zoft.config.validate import ConfigError
 from zoft.optim.build import build_optimizer

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, compose_config
-from test_train_e2e import _cli as run_train
+from cli_helpers import run_train
 from zoft.cli import main as zoft_main
 from zoft.config.schema import ModelConfig, TaskConfig, TinyArchConfig
 from zoft.errors import ZoftUserError

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmbff_helpers import cr_lines
 from conftest import FIXTURES
 from zoft.lmbff.catalog import LMBFF_TASKS
 from zoft.lmbff.data import load_kshot_splits
@@ -138,14 +139,6 @@ def test_kshot_command_line(tmp_path, capsys):
         "CoLA/2-13", "CoLA/2-42", "SST-2/2-13", "SST-2/2-42"]
     assert main(["kshot", "--task", "nope", "--data-dir", str(RAW), "--out", str(tmp_path)]) == 2
     assert "unknown LM-BFF task 'nope'" in capsys.readouterr().err
-
-
-def cr_lines(n0: int = 1300, n1: int = 1400) -> list[str]:
-    """A custrev.all stand-in: label 1 first, the labels interleaved, each line numbered."""
-    lines = []
-    for i in range(max(n0, n1)):
-        lines += [f"1 good {i}\n"] * (i < n1) + [f"0 bad {i}\n"] * (i < n0)
-    return lines
 
 
 def test_cr_is_rebalanced_as_mezo_and_k512_exists_for_every_seed(tmp_path):

@@ -115,7 +115,7 @@ def test_extract_refuses_members_outside_the_folder_without_the_data_filter(tmp_
 def test_cr_k512_is_prepared_for_every_seed(tmp_path):
     """The archive's cr holds 1000 test examples per label; prepare-lmbff rebalances it as MeZO's data
     script does (250), so that K=512 has 2K training examples per label."""
-    from test_lmbff_data import cr_lines
+    from lmbff_helpers import cr_lines
 
     src = tmp_path / "src" / "original" / "cr"
     src.mkdir(parents=True)

@@ -11,14 +11,13 @@ its protocol is written down here.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import CONF, ROOT, compose_config
+from cli_helpers import run_train
+from conftest import CONF, compose_config
 from zoft.config.protocol import describe, settle
 from zoft.config.validate import ConfigError, check_preset, validate
 from zoft.methods.registry import METHODS
@@ -197,21 +196,16 @@ def test_the_default_method_gives_way_to_a_typed_optimizer():
     assert not check_preset(cfg)
 
 
-def _cli(args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
-
-
 @pytest.mark.slow
 def test_cli_contradiction_exits_2_naming_both(tmp_path):
-    proc = _cli(["method=mezo", "optimizer=adam", f"hydra.run.dir={tmp_path}"], tmp_path)
+    proc = run_train(["method=mezo", "optimizer=adam", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "method=mezo" in proc.stderr and "optimizer=adam" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
 def test_cli_cfg_job_resolve_shows_the_protocol(tmp_path):
-    proc = _cli(["method=mezo", "task=sst2", "model=opt-13b", "--cfg", "job", "--resolve"], tmp_path)
+    proc = run_train(["method=mezo", "task=sst2", "model=opt-13b", "--cfg", "job", "--resolve"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max_steps: 20000" in proc.stdout and "batch_size: 16" in proc.stdout and "lr: 1.0e-06" in proc.stdout
 
@@ -344,7 +338,7 @@ def test_dry_run_prints_the_block_with_its_sources_and_writes_nothing(tmp_path, 
 
 @pytest.mark.slow
 def test_cli_dry_run_exits_0_without_a_folder(tmp_path):
-    proc = _cli(["trainer.max_steps=300", "trainer.eval_steps=100", "--dry-run"], tmp_path)
+    proc = run_train(["trainer.max_steps=300", "trainer.eval_steps=100", "--dry-run"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "evaluations  3" in proc.stdout and "dry run: tiny-opt on demo" in proc.stdout
     assert not list(tmp_path.iterdir())  # no outputs/ folder, no .hydra, no log
