@@ -18,8 +18,8 @@ from zoft.config.preflight import unknown_group_choice
 from zoft.config.protocol import format_block, settle
 from zoft.config.validate import validate
 from zoft.errors import ZoftUserError
-from zoft.frontend import Stop, _compose, _record, check_folder_quoting, resume_folder_of, run_dir_template
-from zoft.rundir import resume_target
+from zoft.frontend import Stop, _compose, _record, check_folder_quoting, resume_folder_of
+from zoft.rundir import resume_target, run_dir_template
 
 FLAG = "--dry-run"
 
@@ -37,7 +37,7 @@ def dry_run(argv: Sequence[str], conf_dir: Path) -> str:
     overrides = list(argv)
     check_folder_quoting(overrides)
     cfg = _compose(overrides, conf_dir)
-    template = run_dir_template(cfg)
+    template = run_dir_template(cfg.hydra)
     with open_dict(cfg):
         del cfg["hydra"]
     try:

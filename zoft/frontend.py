@@ -38,7 +38,8 @@ from zoft.config.store import register_configs
 from zoft.config.validate import validate
 from zoft.errors import ZoftUserError
 from zoft.models.source import check_model_available
-from zoft.rundir import RunFolderError, check_writable, is_locked, plan_attempt, resume_folder, resume_target
+from zoft.rundir import (RunFolderError, check_writable, is_locked, plan_attempt, resume_folder, resume_target,
+                         run_dir_template)
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 HYDRA_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
@@ -80,7 +81,7 @@ def preflight(argv: Sequence[str], conf_dir: Path, check_weights: bool = True) -
     cfg = _compose(overrides, conf_dir)
     _check_one_folder(overrides, cfg)
     run_dir = _run_dir(cfg)
-    template = run_dir_template(cfg)
+    template = run_dir_template(cfg.hydra)
     with open_dict(cfg):
         del cfg["hydra"]
     try:
@@ -154,12 +155,6 @@ def _record(cfg) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     config["protocol"] = {"name": cfg.protocol.name}
     return config
-
-
-def run_dir_template(cfg) -> str:
-    """``hydra.run.dir`` of a config composed with its Hydra part, unresolved (``outputs/${now:...}``
-    or the one typed): where ``resume=last`` looks."""
-    return str(OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"])
 
 
 def resume_folder_of(target: str, cfg, config: dict, template: str) -> Path:

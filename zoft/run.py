@@ -21,7 +21,8 @@ from zoft.loggers import NullLogger, start_logger
 from zoft.outputs import OutputWriteError, git_info, package_versions
 from zoft.recipe import build_setup, print_summary, run_recipe
 from zoft.results import ResultsFile, RunResults
-from zoft.rundir import LOCK_NAME, Attempt, RunLock, clear_outputs, plan_attempt, resume_folder, resume_target
+from zoft.rundir import (LOCK_NAME, Attempt, RunLock, clear_outputs, plan_attempt, resume_folder, resume_target,
+                         run_dir_template)
 
 log = logging.getLogger("zoft")
 
@@ -45,14 +46,11 @@ def resolve_run_dir(cfg: DictConfig, config: dict[str, Any]) -> Path:
 
 
 def _run_dir_template() -> str:
-    """``hydra.run.dir`` unresolved (``outputs/${now:...}`` or the one typed); ``outputs`` when
-    not running under Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    """This Hydra job's ``hydra.run.dir`` unresolved (``outputs/${now:...}`` or the one typed);
+    ``outputs`` when not running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
 
-        return str(OmegaConf.to_container(HydraConfig.get().run, resolve=False)["dir"])
-    except Exception:  # noqa: BLE001 - not running under Hydra
-        return "outputs"
+    return run_dir_template(HydraConfig.get()) if HydraConfig.initialized() else "outputs"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

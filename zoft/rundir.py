@@ -195,6 +195,15 @@ def resume_target(resume: Any) -> Optional[str]:
     return None if value.lower() in RESUME_MODES else value
 
 
+def run_dir_template(hydra_cfg) -> str:
+    """``hydra.run.dir`` of a Hydra config node (a composed config's ``hydra``, or the running
+    job's ``HydraConfig``), unresolved (``outputs/${now:...}`` or the one typed): where
+    ``resume=last`` looks."""
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.to_container(hydra_cfg.run, resolve=False)["dir"])
+
+
 def runs_root(run_dir_template: str) -> Path:
     """Where ``resume=last`` looks: the fixed part of the run-folder template before its first
     interpolation (``outputs/${now:%Y-%m-%d}/...`` -> ``outputs``); a fixed template is the folder."""

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from zoft.config.choices import EVAL_ONLY
+from zoft.config.groups import option_file
 from zoft.errors import ZoftUserError
 from zoft.lmbff.catalog import LMBFF_TASKS
 from zoft.lmbff.settings import objective_note
@@ -53,9 +52,6 @@ FIELDS: dict[str, str] = {
 EVAL_ONLY_FIELDS = ("task.num_train", "task.num_dev", "trainer.precision")
 # Keys a row's ``when`` may test.
 MATCH_KEYS = ("family", "optimizer", "method", "task", "tiny")
-# The optimizer group's files: where an optimizer's own settings (its registry record's
-# ``settings``) are written when neither the table nor the command line sets them.
-OPTIMIZER_CONF = Path(__file__).resolve().parents[2] / "conf" / "optimizer"
 
 
 class ProtocolError(ZoftUserError, ValueError):
@@ -236,21 +232,11 @@ def _optimizer_setting(cfg: DictConfig, run: RunKey, name: str, typed: Optional[
     elif field in typed_keys:
         origin = "command line"
     else:
-        written = _optimizer_file(run.optimizer)
+        written = option_file("optimizer", run.optimizer)
         raw = OmegaConf.to_container(cfg.optimizer, resolve=False).get(name)
         origin = (f"optimizer file (conf/optimizer/{run.optimizer}.yaml)" if name in written and written[name] == raw
                   else "preset")
     return Entry(field, OmegaConf.select(cfg, field), origin)
-
-
-@lru_cache(maxsize=None)
-def _optimizer_file(name: str) -> dict[str, Any]:
-    """The values conf/optimizer/<name>.yaml writes, unresolved (empty when there is no such file)."""
-    path = OPTIMIZER_CONF / f"{name}.yaml"
-    if not path.is_file():
-        return {}
-    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    return node if isinstance(node, dict) else {}
 
 
 def settle(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Entry]:

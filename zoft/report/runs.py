@@ -9,8 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
-
+from zoft.config.groups import group_options, option_file
 from zoft.errors import ZoftUserError
 from zoft.lmbff.settings import natural_objective
 from zoft.tasks import TASKS
@@ -34,8 +33,6 @@ PEFT_LABELS = {"lora": "LoRA", "prefix": "prefix", "prompt": "prompt"}
 # Config keys that never distinguish one configuration from another.
 IGNORED_PREFIXES = ("logger.", "launcher.", "output_dir", "extra.", "trainer.progress_bar", "trainer.num_workers",
                     "model.path", "model.device", "task.data_dir", "save_model")
-# The model group's files: each model's own kind (model.kind), which decides its natural objective.
-MODEL_CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
 class ReportError(ZoftUserError):
@@ -149,13 +146,13 @@ def objective_detail(config: dict[str, Any]) -> Optional[str]:
 def model_kinds() -> dict[str, str]:
     """model.name -> model.kind of every conf/model/*.yaml (empty without the conf folder)."""
     kinds = {}
-    for path in sorted(MODEL_CONF.glob("*.yaml")):
+    for option in group_options("model"):
         try:  # unresolved: a name written as an interpolation (hf-causal.yaml) is no model name
-            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            node = option_file("model", option)
         except Exception as err:  # noqa: BLE001 - a broken file only loses its model's default kind
-            log.warning("skipping %s: %s", path, err)
+            log.warning("skipping conf/model/%s.yaml: %s", option, err)
             continue
-        name, kind = (node.get("name"), node.get("kind")) if isinstance(node, dict) else (None, None)
+        name, kind = node.get("name"), node.get("kind")
         if isinstance(name, str) and "${" not in name and isinstance(kind, str):
             kinds[name] = kind
     return kinds
