@@ -54,6 +54,7 @@ def measure(name: str, overrides: list[str]) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from race_runs import compose  # noqa: E402  (the race's own Hydra composition)
     from zoft.optim.build import build_optimizer
+    from zoft.optim.spec import capabilities_of
 
     torch.set_num_threads(1)
     hidden, layers, ffn, vocab = MODEL
@@ -87,7 +88,7 @@ def measure(name: str, overrides: list[str]) -> dict:
             opt.step()
     else:
         opt = build_optimizer(settings, list(model.named_parameters()), seed=0, model=model)
-        if getattr(opt, "needs_loss_tensor", False):  # forward gradient's jvp: no_grad, not inference_mode
+        if capabilities_of(opt).needs_loss_tensor:  # forward gradient's jvp: no_grad, not inference_mode
             mode[0] = torch.no_grad
 
         def step():

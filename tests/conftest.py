@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from zoft.config.optimizer_checks import normalise
 from zoft.config.store import register_configs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,9 @@ def compose_config(overrides: list[str] | None = None):
     """Compose ``conf/config.yaml`` with overrides, as ``train.py`` would."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    normalise(cfg.optimizer, list(overrides or []))  # as zoft.run.run and the command-line checks do
+    return cfg
 
 
 @pytest.fixture

@@ -37,3 +37,23 @@ def regression_closure(model, seed=0):
 
 def flat(params) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).double() for p in params])
+
+
+# The values the optimizer tests were written with (the schema's defaults when one flat optimizer
+# config held every option's keys); option_values keeps those the chosen option has.
+TEST_DEFAULTS = dict(lr=1e-6, eps=1e-3, weight_decay=0.0, momentum=0.0, betas=[0.9, 0.999], adam_eps=1e-8,
+                     n_directions=1, direction="gaussian", perturbation="auto", probe_batch=1, zo_seed=None,
+                     hessian_smooth=1e-8, sparsity=0.75, threshold_update="fixed", sign_of="estimate",
+                     sample_scheduler="constant", sample_steps=None, scale_lr_with_samples=False,
+                     lowrank_rank=2, lowrank_interval=50, zo_variant="param_norm", zo_by_layer=False,
+                     recompute_norms=0, change_grad_estimate=False, scale_norm_by_num_params=False,
+                     norm_running_update=False)
+
+
+def option_values(name: str, **values) -> dict:
+    """``optimizer=<name>``'s settings for build_optimizer: TEST_DEFAULTS updated by ``values``,
+    keeping only the keys the option has (its record in zoft.optim.registry)."""
+    from zoft.optim.registry import OPTIMIZERS
+
+    merged = {**TEST_DEFAULTS, **values}
+    return {"name": name, **{k: v for k, v in merged.items() if k in OPTIMIZERS[name].settings}}

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from conftest import FAST, compose_config
-from optim_helpers import lm_closure
-from zoft.config.schema import OptimizerConfig, TinyArchConfig
+from optim_helpers import lm_closure, option_values
+from zoft.config.schema import TinyArchConfig
 from zoft.config.validate import ConfigError, validate
 from zoft.models.tiny import build_tiny_model
 from zoft.optim.build import build_optimizer
 from zoft.optim.estimators import FZOO
 from zoft.optim.mezo import MeZO
 from zoft.optim.registry import OPTIMIZERS
+from zoft.optim.spec import capabilities_of
 
 ARCH = TinyArchConfig(hidden_size=32, num_layers=2, num_heads=2, ffn_dim=64)
 
@@ -100,17 +101,17 @@ def test_a_loss_reduced_inside_the_model_is_refused():
 
 def test_probe_batch_is_recorded_per_estimator_and_checked_by_the_config():
     for name, record in OPTIMIZERS.items():
-        if not record.zeroth_order:
+        if not record.capabilities.zeroth_order:
             continue
         model = tiny("opt", torch.float32)
-        opt = build_optimizer(OptimizerConfig(name=name, n_directions=2 if name == "fzoo" else 1),
+        opt = build_optimizer(option_values(name, n_directions=2 if name == "fzoo" else 1),
                               list(model.named_parameters()), seed=0, model=model)
-        assert type(opt).batches_probes == record.batched_probes, name
+        assert capabilities_of(opt) == record.capabilities, name  # the class and the config read one record
     with pytest.raises(ConfigError, match="hizoo does not batch its probes"):
         validate(compose_config(FAST + ["optimizer=hizoo", "optimizer.probe_batch=2"]))
     with pytest.raises(ConfigError, match="perturbation=inplace cannot"):
         validate(compose_config(FAST + ["optimizer=mezo", "optimizer.probe_batch=2", "optimizer.perturbation=inplace"]))
-    with pytest.raises(ConfigError, match="too few for fzoo"):
+    with pytest.raises(ConfigError, match=r"n_directions=1 must be >= 2 \(N, the probes per step"):
         validate(compose_config(FAST + ["optimizer=fzoo", "optimizer.n_directions=1"]))
 
 

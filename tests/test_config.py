@@ -71,8 +71,12 @@ def test_unknown_key_is_rejected():
 
 def test_wrong_type_is_rejected():
     with pytest.raises(ConfigCompositionException) as err:
-        compose_config(["optimizer.lr=fast"])
+        compose_config(["trainer.max_steps=fast"])
     assert isinstance(err.value.__cause__, (ValidationError, ConfigKeyError))
+    # The optimizer node has each option's own settings, typed by its class's declarations.
+    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  - optimizer.lr='fast' must be a float "
+                                          r"\(the learning rate\)$"):
+        validate(compose_config(["optimizer.lr=fast"]))
 
 
 def test_unknown_group_option_lists_valid_choices():

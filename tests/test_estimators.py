@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from conftest import CONF, FAST, compose_config
-from optim_helpers import flat, lm_closure, mlp, regression_closure, tiny_opt
-from zoft.config.schema import OptimizerConfig
+from optim_helpers import flat, lm_closure, mlp, regression_closure, tiny_opt, option_values
 from zoft.config.validate import ConfigError
 from zoft.optim.build import build_optimizer
 from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, HiZOOLowRank, LowRankZO, NormScaledZO, OnePointZO, ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum,
@@ -22,6 +21,7 @@ from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, HiZOOLowRank, L
 from zoft.optim.estimators.norm_scaled import norm_group
 from zoft.optim.estimators.nspsa import samples_at
 from zoft.optim.registry import OPTIMIZERS
+from zoft.optim.spec import capabilities_of
 from zoft.optim.trajectory import TrajectoryWriter, read_trajectory, replay_into
 
 NAMES = ["zo-sgd-sign", "zo-sgd-mmt", "zo-sgd-cons", "fzoo", "hizoo", "sparse-mezo", "mezo-one-point", "mezo-nspsa",
@@ -609,7 +609,7 @@ def make(name, model, **over):
     settings = dict(name=name, lr=1e-3, eps=1e-3, momentum=0.9, zo_seed=7, hessian_smooth=1e-2,
                     n_directions=2 if name in ("fzoo", "mezo-nspsa", "zo-sgd-sign") else 1,
                     sample_scheduler="linear", sample_steps=6, lowrank_rank=2, lowrank_interval=2)
-    cfg = OptimizerConfig(**{**settings, **over})
+    cfg = option_values(settings.pop("name"), **{**settings, **over})
     return build_optimizer(cfg, list(model.named_parameters()), seed=0, model=model)
 
 
@@ -688,7 +688,7 @@ def test_each_estimator_lowers_the_loss_in_a_plain_loop(name):
     closure = regression_closure(model)
     with torch.no_grad():
         start = float(closure())
-    cfg = OptimizerConfig(name=name, lr=lr, eps=1e-3, zo_seed=3, momentum=0.9, sparsity=0.5, hessian_smooth=1e-6,
+    cfg = option_values(name, lr=lr, eps=1e-3, zo_seed=3, momentum=0.9, sparsity=0.5, hessian_smooth=1e-6,
                           n_directions=4 if name in ("fzoo", "mezo-nspsa") else 1, lowrank_rank=2, lowrank_interval=20)
     opt = build_optimizer(cfg, list(model.named_parameters()), seed=0, model=model)
     for _ in range(steps):
@@ -700,9 +700,9 @@ def test_each_estimator_lowers_the_loss_in_a_plain_loop(name):
 
 def test_every_estimator_is_registered_and_built():
     for name in NAMES:
-        assert OPTIMIZERS[name].zeroth_order
+        assert OPTIMIZERS[name].capabilities.zeroth_order
         opt = make(name, tiny_opt())
-        assert opt.zeroth_order and isinstance(opt, torch.optim.Optimizer)
+        assert capabilities_of(opt).zeroth_order and isinstance(opt, torch.optim.Optimizer)
 
 
 @pytest.mark.parametrize("method", ["ft", "lora"])
@@ -749,7 +749,7 @@ def test_estimators_with_their_own_probe_refuse_micro_batch_accumulation(cls):
 
 def test_attaching_a_second_trajectory_replaces_the_first(tmp_path):
     model = mlp()
-    opt = build_optimizer(OptimizerConfig(name="mezo", lr=1e-3), list(model.named_parameters()), seed=0)
+    opt = build_optimizer(option_values("mezo", lr=1e-3), list(model.named_parameters()), seed=0)
     first = TrajectoryWriter(tmp_path / "a.bin", opt)
     opt.attach_trajectory(first)
     opt.step(regression_closure(model))

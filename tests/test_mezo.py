@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from optim_helpers import flat, lm_closure, mlp, regression_closure, tiny_opt
-from zoft.config.schema import OptimizerConfig, TinyArchConfig
+from optim_helpers import flat, lm_closure, mlp, regression_closure, tiny_opt, option_values
+from zoft.config.schema import TinyArchConfig
 from zoft.models.tiny import build_tiny_model
 from zoft.optim.build import build_optimizer
 from zoft.optim.directions import CHUNK, DirectionSampler
@@ -82,7 +82,7 @@ def test_weight_decay_and_lr_schedule_apply():
 def test_builder_skips_decay_for_biases_and_llama_norms():
     model = build_tiny_model("llama", "causal", TinyArchConfig(hidden_size=32, num_layers=1, num_heads=2, ffn_dim=64), 0)
     named = list(model.named_parameters())
-    opt = build_optimizer(OptimizerConfig(name="mezo", weight_decay=0.1), named, seed=0)
+    opt = build_optimizer(option_values("mezo", weight_decay=0.1), named, seed=0)
     names = {id(p): n for n, p in named}
     no_decay = [names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]]
     assert no_decay and all("norm" in n or "bias" in n for n in no_decay)
@@ -135,7 +135,7 @@ def _train(model, opt, steps, seed=0):
 @pytest.mark.parametrize("kind", ["mezo", "mezo-adam", "mezo-sgd"])
 def test_resume_from_saved_state_continues_bit_identically(kind):
     def make(model):
-        cfg = OptimizerConfig(name=kind, lr=1e-3, eps=1e-3, momentum=0.9, zo_seed=7)
+        cfg = option_values(kind, lr=1e-3, eps=1e-3, momentum=0.9, zo_seed=7)
         return build_optimizer(cfg, list(model.named_parameters()), seed=0, model=model)
 
     straight = tiny_opt()

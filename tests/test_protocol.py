@@ -282,14 +282,16 @@ def test_the_block_shows_the_optimizers_own_settings_with_their_sources():
     assert {e.field: e for e in settle(cfg, ["optimizer=hizoo"])}["optimizer.hessian_smooth"].value == 3e-5
 
 
-def test_each_optimizers_own_settings_are_what_its_file_sets_beyond_the_shared_ones():
+def test_each_optimizer_file_sets_exactly_the_settings_its_class_declares():
     from omegaconf import OmegaConf
 
-    from zoft.optim.registry import SHARED_SETTINGS
+    from zoft.optim.registry import RESERVED
 
     for name, record in OPTIMIZERS.items():
         written = OmegaConf.to_container(OmegaConf.load(CONF / "optimizer" / f"{name}.yaml"), resolve=False)
-        assert sorted(record.settings) == sorted(set(written) - set(SHARED_SETTINGS)), name
+        assert written["name"] == name and written["_partial_"] is True, name
+        assert sorted(set(written) - set(RESERVED)) == sorted(record.settings), name
+        assert set(record.own) <= set(record.settings), name
 
 
 @pytest.mark.parametrize("steps", [1, 7, 12, 300, 20000])

@@ -54,7 +54,13 @@ BAD_CONFIG = [  # (overrides, text the message must contain)
     (["trainer.batch_size=0"], "trainer.batch_size=0 must be >= 1"),
     (["trainer.num_epochs=-1"], "trainer.num_epochs=-1.0 must be > 0"),
     (["optimizer.momentum=1.5", "optimizer=sgd", "method=ft"], "optimizer.momentum=1.5 must be in [0, 1)"),
-    (["+optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a config key; did you mean optimizer.lr?"),
+    (["+optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a setting of optimizer=mezo; did you mean "
+                                        "optimizer.lr?"),
+    (["optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a setting of optimizer=mezo; did you mean "
+                                       "optimizer.lr?"),
+    (["optimizer=adam", "optimizer.eps=0.5"], "optimizer.eps is not a setting of optimizer=adam (the zeroth-order "
+                                              "optimizers have it); its settings: lr, weight_decay, max_grad_norm, "
+                                              "betas, adam_eps"),
     (["+trainer.max_step=10"], "trainer.max_step is not a config key; did you mean trainer.max_steps?"),
     (["trainer.max_step=10"], "did you mean max_steps?"),
     (["task=sst3"], "unknown task option 'sst3'. Did you mean sst2?"),

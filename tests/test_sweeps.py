@@ -168,7 +168,7 @@ def _missing_pieces(name: str) -> list[str]:
                 continue
             if not (CONF / group / f"{option}.yaml").exists():
                 missing.append(f"{group}={option}")
-    base = compose_config(["task=sst2"])
+    base = compose_config([f"+sweep={name}", "task=sst2"])  # its optimizer: the keys it has
     for key in list(raw.hydra.sweeper.params) + list(PAPER_SWEEPS[name][2]):
         if OmegaConf.select(base, key, default="__absent__") == "__absent__":
             missing.append(key)

@@ -32,6 +32,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
 from zoft.config.bounds import schema_fields_of
+from zoft.config.optimizer_checks import normalise, unknown_setting
+from zoft.optim.registry import OPTIMIZERS
 from zoft.config.preflight import unknown_group_choice
 from zoft.config.protocol import settle
 from zoft.config.store import register_configs
@@ -262,10 +264,27 @@ def _compose(overrides: list[str], conf_dir: Path):
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except Exception as err:  # noqa: BLE001 - Hydra's composition errors, reported as one line
-        raise Stop(2, f"error: {_composition_message(err)}") from None
+        message = _optimizer_key_message(overrides, conf_dir, err) or _composition_message(err)
+        raise Stop(2, f"error: {message}") from None
     finally:
         GlobalHydra.instance().clear()
+    normalise(cfg.optimizer, overrides)  # as run() does: the same record in the check and in the run
     return cfg
+
+
+def _optimizer_key_message(overrides: list[str], conf_dir: Path, err: Exception) -> Optional[str]:
+    """``optimizer.<key>=...`` for a key the chosen option does not have: the option's own
+    message (its settings), learnt by composing the command without that override."""
+    match = re.search(r"Could not override '(optimizer\.(\w+))'", str(err))
+    if not match or "not in struct" not in " ".join([str(err), str(err.__cause__)]):
+        return None
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{match.group(1)}=")]
+    try:
+        name = _compose(rest, conf_dir).optimizer.get("name")
+    except Stop:
+        return None
+    record = OPTIMIZERS.get(name)
+    return unknown_setting(record, match.group(2)) if record else None
 
 
 def _composition_message(err: Exception) -> str:

@@ -289,7 +289,7 @@ def build_trainer(s: Setup, steps: int) -> Trainer:
                                                      [n for n, _ in s.named], s.results.config, resume=s.resume))
     scheduler = build_scheduler(optimizer, cfg.trainer.lr_scheduler, steps, cfg.trainer.warmup_steps)
     parts = TrainParts(model, s.objective, optimizer, scheduler, s.named)
-    closures = StepClosures(parts, cfg.trainer.grad_accum, s.parallel, s.precision, cfg.optimizer.max_grad_norm)
+    closures = StepClosures(parts, cfg.trainer.grad_accum, s.parallel, s.precision, cfg.optimizer.get("max_grad_norm"))
     # The resolved config goes into every last.pt: a resume under other settings is refused.
     checkpoints = CheckpointPolicy(parts, cfg.trainer, s.run_dir / "checkpoints", s.parallel,
                                    run_config=s.results.config)

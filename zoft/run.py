@@ -13,6 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoft import distributed
 from zoft.config.choices import EVAL_ONLY
+from zoft.config.groups import option_file
+from zoft.config.optimizer_checks import normalise
+from zoft.config.resolvers import register_resolvers
 from zoft.config.protocol import as_record, check_evaluation_sample, format_block, run_key, settle, typed_overrides
 from zoft.config.schema import RunConfig
 from zoft.config.validate import validate
@@ -70,6 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
+    normalise(cfg.optimizer, typed_overrides())
     # The protocol table's lookups become plain values; each field remembers where it came from.
     protocol = settle(cfg, typed_overrides())
     main = distributed.is_main_process()  # under torchrun only rank 0 writes files
@@ -152,7 +156,7 @@ def _new_results(cfg: DictConfig, protocol, run_dir: Path, config: dict[str, Any
         metrics={k: v for k, v in previous.get("metrics", {}).items() if k.startswith("initial_")} if resume else {},
         protocol={"table": cfg.protocol.name, "key": run_key(cfg).label(), "fields": as_record(protocol)},
         seeds={"run": cfg.seed, "data_sampling": cfg.task.sample_seed, "model_init": cfg.model.init_seed,
-               "perturbation": cfg.optimizer.zo_seed if cfg.optimizer.zo_seed is not None else cfg.seed},
+               "perturbation": cfg.seed if cfg.optimizer.get("zo_seed") is None else cfg.optimizer.zo_seed},
         versions=package_versions(),
         git=git_info(),
         run_dir=str(run_dir),
@@ -252,5 +256,10 @@ def _execute(cfg: DictConfig, run_dir: Path, results: RunResults, results_file: 
 
 def default_config(**overrides: Any) -> DictConfig:
     """A structured config with schema defaults, for use outside Hydra (tests, notebooks)."""
+    register_resolvers()
     base = OmegaConf.structured(RunConfig)
-    return OmegaConf.merge(base, OmegaConf.create(overrides))
+    # The optimizer node: the option file as written (mezo unless overrides name another), its
+    # ${protocol:...} values looked up in the paper's table, as a composed config does.
+    name = (overrides.get("optimizer") or {}).get("name", "mezo")
+    base.optimizer = option_file("optimizer", name) or {"name": name}
+    return OmegaConf.merge(base, {"protocol": option_file("protocol", "paper")}, OmegaConf.create(overrides))

@@ -2,7 +2,7 @@
 
 Each numeric field of :class:`zoft.config.schema.RunConfig` has one rule here (a test keeps the
 table complete). A rule is a range written as text: ``>=0``, ``>0``, ``>=1``, ``>=-1``,
-``[0,1]`` (both ends included) or ``[0,1)``. NaN and infinity are refused for every field,
+``[0,1]`` (both ends included), ``[0,1)`` or ``(0,1]``. NaN and infinity are refused for every field,
 whatever its rule. Null (``None``) is accepted where the schema allows it.
 """
 
@@ -43,21 +43,6 @@ RULES: dict[str, tuple[str, str]] = {
     "method.lora_dropout": ("[0,1)", "a dropout probability"),
     "method.num_prefix": (">=1", "prefix tokens"),
     "method.num_demos": (">=0", "in-context demonstrations"),
-    "optimizer.lr": (">=0", "the learning rate"),
-    "optimizer.weight_decay": (">=0", "the weight decay"),
-    "optimizer.momentum": ("[0,1)", "the momentum"),
-    "optimizer.adam_eps": (">0", "Adam's denominator epsilon"),
-    "optimizer.max_grad_norm": (">=0", "the clipping norm (0: no clipping)"),
-    "optimizer.eps": (">0", "the perturbation scale; the paper uses 1e-3 (1e-1 for prefix)"),
-    "optimizer.n_directions": (">=1", "directions per step"),
-    "optimizer.zo_seed": (">=0", "a seed"),
-    "optimizer.hessian_smooth": ("[0,1)", "the Hessian moving-average weight"),
-    "optimizer.sparsity": ("[0,1)", "the fraction of weights left unperturbed"),
-    "optimizer.sample_steps": (">=1", "steps between n-SPSA sample-count increases"),
-    "optimizer.lowrank_rank": (">=1", "the rank of the perturbation"),
-    "optimizer.lowrank_interval": (">=1", "steps between resamplings of V"),
-    "optimizer.probe_batch": (">=1", "probes per batched forward (1: one after another)"),
-    "optimizer.recompute_norms": (">=0", "steps between recomputations of the layer scales (0: once)"),
     "trainer.max_steps": (">=0", "optimizer steps"),
     "trainer.num_epochs": (">0", "epochs (null: use max_steps)"),
     "trainer.max_zo_forward_steps": (">=0", "zeroth-order forward passes before stopping (0: no limit)"),
@@ -83,19 +68,22 @@ RULES: dict[str, tuple[str, str]] = {
 }
 
 
-def _satisfies(value: float, rule: str) -> bool:
+def satisfies(value: float, rule: str) -> bool:
+    """Whether ``value`` is in the range ``rule`` (``>=0``, ``>0``, ``[0,1)``, ...)."""
     if rule.startswith(">="):
         return value >= float(rule[2:])
     if rule.startswith(">"):
         return value > float(rule[1:])
     low, high = (float(x) for x in rule[1:-1].split(","))
-    return low <= value and (value <= high if rule.endswith("]") else value < high)
+    above = low <= value if rule.startswith("[") else low < value
+    return above and (value <= high if rule.endswith("]") else value < high)
 
 
-def _spoken(rule: str) -> str:
+def spoken(rule: str) -> str:
     """``>=0`` -> ``>= 0``; ``[0,1)`` -> ``in [0, 1)``."""
     if rule[0] in "[(":
-        return "in " + rule.replace(",", ", ")
+        low, high = rule[1:-1].split(",")
+        return f"= {low}" if low == high else "in " + rule.replace(",", ", ")
     op = rule.rstrip("0123456789.-")
     return f"{op} {rule[len(op):]}"
 
@@ -107,11 +95,11 @@ def number_problems(cfg: DictConfig) -> list[str]:
         if isinstance(value, float) and not math.isfinite(value):
             rule, what = RULES.get(key, ("", "a number"))
             problems.append(f"{key}={value} is not a finite number; it is {what}"
-                            + (f", {_spoken(rule)}" if rule else ""))
+                            + (f", {spoken(rule)}" if rule else ""))
             continue
-        if key in RULES and not _satisfies(value, RULES[key][0]):
+        if key in RULES and not satisfies(value, RULES[key][0]):
             rule, what = RULES[key]
-            problems.append(f"{key}={value} must be {_spoken(rule)} ({what})")
+            problems.append(f"{key}={value} must be {spoken(rule)} ({what})")
     return problems
 
 

@@ -3,8 +3,9 @@ that :mod:`zoft.config.validate` can reject a bad command in about a second, bef
 libraries load and before the run folder is touched.
 
 The modules that implement each choice import their names from here (the model loader, the
-schedulers, the direction sampler, the kernel solvers, the distributed setup, the method
-registry, which refuses to register a method this module does not name).
+schedulers, the kernel solvers, the distributed setup, the method
+registry, which refuses to register a method this module does not name). An optimizer's
+settings and their valid values are declared by its class instead (zoft.optim.spec).
 """
 
 from __future__ import annotations
@@ -19,12 +20,6 @@ MODEL_FAMILIES = (*FAMILIES, AUTO)
 MODEL_KINDS = ("causal", "masked", "seq-cls", "encoder")
 PRECISIONS = ("pure", "amp", "fp32")
 SCHEDULERS = ("constant", "linear")
-DIRECTIONS = ("gaussian", "rademacher")
-PERTURBATIONS = ("auto", "inplace", "shadow")
-SAMPLE_SCHEDULERS = ("constant", "linear")  # mezo-nspsa
-NORM_VARIANTS = ("param_norm", "grad_norm")  # mezo-norm (the MeZO paper's Appendix B)
-THRESHOLD_UPDATES = ("fixed", "every_step")  # sparse-mezo: when the magnitude thresholds are computed
-SIGN_OF = ("estimate", "projected_grad")  # zo-sgd-sign: sign(g_hat) (the paper) or sign(g_k) z_k (ZO-Bench's code)
 KERNEL_FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
 KERNEL_SOLVERS = ("lstsq", "logistic", "svr", "svc", "asym")
 KERNEL_BINARY_ONLY = ("svc", "asym")

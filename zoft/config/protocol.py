@@ -213,7 +213,7 @@ def describe(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> list[Ent
             origin = "set" if typed is None else "command line" if field in typed_keys else "preset"
             entries.append(Entry(field, OmegaConf.select(cfg, field), origin))
     if run.method not in EVAL_ONLY and run.optimizer in OPTIMIZERS:  # the optimizer's own settings
-        own = [name for name in OPTIMIZERS[run.optimizer].settings if name in cfg.optimizer]
+        own = [name for name in OPTIMIZERS[run.optimizer].own if name in cfg.optimizer]
         entries += [_optimizer_setting(cfg, run, name, typed, typed_keys) for name in own]
     return entries
 
@@ -270,7 +270,7 @@ def format_block(cfg: DictConfig, entries: Sequence[Entry], typed: Optional[Sequ
     lines = [f"protocol ({cfg.protocol.name}) for {run.label()}:"]
     epochs = next((e.value for e in entries if e.field == "trainer.num_epochs"), None)
     no_dev = cfg.task.get("num_dev") == 0 and cfg.task.name not in LMBFF_TASKS
-    forward_mode = run.optimizer in OPTIMIZERS and OPTIMIZERS[run.optimizer].forward_mode
+    forward_mode = run.optimizer in OPTIMIZERS and OPTIMIZERS[run.optimizer].capabilities.forward_mode
     for e in entries:
         if (e.field == "trainer.num_epochs" and e.value is None) or (e.field == "trainer.max_steps" and epochs):
             continue  # the run length is given once: epochs when set, else steps

@@ -1,7 +1,9 @@
 """Typed schemas for every config group.
 
 Hydra validates the composed YAML against these dataclasses (struct mode): an unknown key or a
-value of the wrong type fails at composition time. Value checks that types cannot express
+value of the wrong type fails at composition time. The ``optimizer`` node is the exception: each
+option has its own settings, declared by its class (:mod:`zoft.optim.spec`), and
+:mod:`zoft.config.optimizer_checks` checks them. Value checks that types cannot express
 (eps > 0, lr >= 0, ...) live in :mod:`zoft.config.validate` and run before any data or model is
 loaded.
 """
@@ -107,45 +109,6 @@ class MethodConfig:
     num_demos: int = 32
     sfc: bool = False
     icl_sfc: bool = False
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = "mezo"  # sgd | adam | mezo | mezo-adam | mezo-sgd
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    # first-order
-    momentum: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    adam_eps: float = 1e-8
-    max_grad_norm: Optional[float] = 1.0
-    # zeroth-order
-    eps: float = 1e-3
-    n_directions: int = 1
-    direction: str = "gaussian"  # gaussian | rademacher
-    zo_seed: Optional[int] = None  # null: derived from the run seed
-    # auto: exact shadow perturbation for fp16/bf16 weights, in place otherwise | inplace | shadow
-    perturbation: str = "auto"
-    # probes of a step per batched forward (1: one after another; > 1: shadow perturbation, the
-    # batch repeated once per probe; the estimators whose registry record says batched_probes)
-    probe_batch: int = 1
-    # -- estimators of zoft.optim.estimators --
-    hessian_smooth: float = 1.0e-8  # hizoo: EMA rate alpha of the diagonal Hessian
-    sparsity: float = 0.75  # sparse-mezo: fraction of each weight matrix left unperturbed
-    threshold_update: str = "fixed"  # sparse-mezo: fixed (from the starting weights) | every_step
-    sign_of: str = "estimate"  # zo-sgd-sign: estimate (sign(g_hat), the paper) | projected_grad (sign(g) z, the code)
-    sample_scheduler: str = "constant"  # mezo-nspsa: constant | linear growth of n
-    sample_steps: Optional[int] = None  # mezo-nspsa: T of the linear schedule (its yaml: trainer.max_steps)
-    scale_lr_with_samples: bool = False  # mezo-nspsa: sum the n estimates instead of averaging
-    lowrank_rank: int = 2  # lozo / subzero: rank r of the matrix perturbations
-    lowrank_interval: int = 50  # lozo: steps between redraws of V (nu); subzero: of U, V (T0)
-    # mezo-norm (the MeZO paper's Appendix B; the original's flags of the same names)
-    zo_variant: str = "param_norm"  # param_norm | grad_norm: what the per-layer scale c is
-    zo_by_layer: bool = False  # estimate each layer group on its own (2 forward passes per group)
-    recompute_norms: int = 0  # steps between recomputations of c (0: once, at the first step)
-    change_grad_estimate: bool = False  # update along z (expectation-modified) instead of z*c
-    scale_norm_by_num_params: bool = False  # c = ||w_l|| / sqrt(#weights of l)
-    norm_running_update: bool = False  # grad_norm with zo_by_layer: c_l <- |g_l| after every step
 
 
 @dataclass
@@ -289,7 +252,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # The optimizer option (conf/optimizer/<name>.yaml): only that option's settings, declared by
+    # its class (zoft.optim.spec) and checked by zoft.config.optimizer_checks, not by this schema.
+    optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)

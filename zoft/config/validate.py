@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from zoft.config.choices import (BACKENDS, DIRECTIONS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION, MODES,
-                                 MODEL_KINDS, NORM_VARIANTS, PERTURBATIONS, PRECISIONS, SAMPLE_SCHEDULERS,
-                                 SCHEDULERS, SIGN_OF, STRATEGIES, THRESHOLD_UPDATES)
+from zoft.config.choices import (BACKENDS, DTYPE_NAMES, EVAL_ONLY, METHOD_FAMILIES, MIXED_PRECISION, MODES, MODEL_KINDS,
+                                 PRECISIONS, SCHEDULERS, STRATEGIES)
 from zoft.config.bounds import number_problems, unknown_keys
 from zoft.config.kernel_checks import kernel_problems
 from zoft.config.model_checks import family_known, family_problems
-from zoft.config.preflight import MOVED
+from zoft.config.optimizer_checks import optimizer_problems
 from zoft.errors import ZoftUserError
 from zoft.lmbff.settings import check_masked_config
 from zoft.loggers import LOGGERS
@@ -64,7 +63,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(problems, "method.name", cfg.method.name, sorted(METHOD_FAMILIES))
     _check_opt_task_options(problems, cfg, spec)
     _check_method(problems, cfg)
-    _check_optimizer(problems, cfg)
+    problems.extend(optimizer_problems(cfg))
     _check_trainer(problems, cfg)
 
     _choice(problems, "logger.name", cfg.logger.name, LOGGERS)
@@ -110,50 +109,6 @@ def _check_mode(problems: list[str], cfg: DictConfig) -> None:
     _choice(problems, "mode.name", cfg.mode.name, MODES)
     if cfg.mode.name == "kernel":
         problems.extend(kernel_problems(cfg))
-
-
-def _check_optimizer(problems: list[str], cfg: DictConfig) -> None:
-    o = cfg.optimizer
-    if ("optimizer", o.name) in MOVED:
-        problems.append(f"optimizer.name={o.name!r} is not an optimizer. {MOVED[('optimizer', o.name)]}")
-    else:
-        _choice(problems, "optimizer.name", o.name, tuple(OPTIMIZERS))
-    if is_zeroth_order_name(o.name):
-        _choice(problems, "optimizer.direction", o.direction, DIRECTIONS)
-        _choice(problems, "optimizer.perturbation", o.perturbation, PERTURBATIONS)
-        _choice(problems, "optimizer.sample_scheduler", o.sample_scheduler, SAMPLE_SCHEDULERS)
-        if o.probe_batch > 1 and not OPTIMIZERS[o.name].batched_probes:
-            problems.append(f"optimizer.probe_batch={o.probe_batch} but {o.name} does not batch its probes; set it "
-                            f"to 1, or use one of {', '.join(n for n, r in OPTIMIZERS.items() if r.batched_probes)}")
-        if o.probe_batch > 1 and cfg.method.name in ("prefix", "prompt"):
-            problems.append(f"optimizer.probe_batch={o.probe_batch} with method={cfg.method.name}: its trainable "
-                            "tensors are not used through a module's forward on the batch rows (a prefix cache, "
-                            "a soft prompt); set optimizer.probe_batch=1")
-        if o.probe_batch > 1 and (cfg.task.objective == "similarity" or (
-                cfg.model.kind == "encoder" and not cfg.task.objective)):
-            problems.append(f"optimizer.probe_batch={o.probe_batch} with the similarity objective: its label texts "
-                            "are rows of the same forward as the batch and its head runs outside the model, "
-                            "which batched probes cannot slice; set optimizer.probe_batch=1")
-        if o.probe_batch > 1 and o.perturbation == "inplace":
-            problems.append(f"optimizer.probe_batch={o.probe_batch} perturbs through forward hooks; "
-                            "optimizer.perturbation=inplace cannot, use auto or shadow")
-        if o.name in ("hizoo", "hizoo-l") and o.n_directions != 1:
-            problems.append(f"optimizer.n_directions={o.n_directions} but {o.name} uses one direction per step; "
-                            "set it to 1")
-        if o.name == "fzoo" and o.n_directions < 2:
-            problems.append(f"optimizer.n_directions={o.n_directions} is too few for fzoo: it needs >= 2 "
-                            "(its step is normalised by the std of the N losses)")
-        _choice(problems, "optimizer.zo_variant", o.zo_variant, NORM_VARIANTS)
-        _choice(problems, "optimizer.threshold_update", o.threshold_update, THRESHOLD_UPDATES)
-        _choice(problems, "optimizer.sign_of", o.sign_of, SIGN_OF)
-        if o.name == "sparse-mezo" and o.threshold_update == "fixed" and cfg.method.name == "lora":
-            problems.append("optimizer.threshold_update=fixed with method=lora: LoRA's B matrices start at zero, so "
-                            "their fixed thresholds would be 0 and they would stop training after one step; use "
-                            "optimizer.threshold_update=every_step")
-        if o.norm_running_update and not (o.zo_by_layer and o.zo_variant == "grad_norm"):
-            problems.append("optimizer.norm_running_update=true needs optimizer.zo_by_layer=true and "
-                            f"optimizer.zo_variant=grad_norm (got zo_by_layer={o.zo_by_layer}, "
-                            f"zo_variant={o.zo_variant!r})")
 
 
 def _check_trainer(problems: list[str], cfg: DictConfig) -> None:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
 from zoft.config.choices import SCHEDULERS
-from zoft.optim.estimators import (FZOO, ForwardGradient, HiZOO, HiZOOLowRank, LowRankZO, NormScaledZO, OnePointZO,
-                                   ScheduledSPSA, SparseMeZO, ZOConservative, ZOMomentum, ZOSign)
-from zoft.optim.mezo import MeZO, ZOFirstOrder
-from zoft.optim.registry import OPTIMIZERS
+from zoft.optim.registry import RESERVED, OptimizerRecord, optimizer_record
+from zoft.optim.spec import Capabilities, capabilities_of
 
-
-if TYPE_CHECKING:  # annotations only: components sit below the config layer
-    from zoft.config.schema import OptimizerConfig
 # Parameters whose names contain these get no weight decay (biases and normalisation weights,
 # including LLaMA-style "norm" modules that the original's substring list misses).
 NO_DECAY = ("bias", "layer_norm", "layernorm", "norm")
@@ -29,107 +26,43 @@ def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: 
     return [g for g in groups if g["params"]]
 
 
-def _zo_settings(cfg: OptimizerConfig, seed: int, model: Optional[torch.nn.Module]) -> dict:
-    """The seeded-direction engine's settings shared by every zeroth-order optimizer."""
-    return dict(eps=cfg.eps, n_directions=cfg.n_directions, direction=cfg.direction,
-                seed=cfg.zo_seed if cfg.zo_seed is not None else seed, perturbation=cfg.perturbation, model=model,
-                probe_batch=cfg.probe_batch)
+def optimizer_kwargs(record: OptimizerRecord, values: Mapping[str, Any], seed: int,
+                     model: Optional[torch.nn.Module]) -> dict[str, Any]:
+    """The constructor arguments of ``record``'s class from the option's ``values``: each setting
+    to the argument it declares (zoft's loop keeps weight_decay, for the parameter groups, and
+    max_grad_norm); a zeroth-order class also gets the run's seed (unless ``zo_seed`` is set) and
+    the model. A key the option does not have is an error naming the option's keys."""
+    unknown = sorted(set(values) - set(record.settings) - set(RESERVED))
+    if unknown:
+        raise ValueError(f"optimizer={record.name} has no setting {', '.join(unknown)}; "
+                         f"its settings: {', '.join(record.settings)}")
+    kwargs = {setting.arg or key: values[key] for key, setting in record.settings.items()
+              if key in values and setting.arg != ""}
+    if record.capabilities.zeroth_order:
+        if kwargs.get("seed") is None:
+            kwargs["seed"] = seed
+        kwargs["model"] = model
+    return kwargs
 
 
-def _sgd(cfg, groups, seed, model):
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-
-
-def _adam(cfg, groups, seed, model):
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
-
-
-def _mezo(cfg, groups, seed, model):
-    return MeZO(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
-
-
-def _zo_first_order(cfg, groups, seed, model):
-    # MeZO-Adam / ZO-SGD with momentum: the ZO estimate goes through .grad (medium_models'
-    # --zero_order_use_trainer_optim).
-    return ZOFirstOrder(groups, inner=cfg.name.split("-", 1)[1], lr=cfg.lr, betas=tuple(cfg.betas),
-                        adam_eps=cfg.adam_eps, momentum=cfg.momentum, **_zo_settings(cfg, seed, model))
-
-
-def _zo_sign(cfg, groups, seed, model):
-    return ZOSign(groups, lr=cfg.lr, sign_of=cfg.sign_of, **_zo_settings(cfg, seed, model))
-
-
-def _zo_momentum(cfg, groups, seed, model):
-    return ZOMomentum(groups, lr=cfg.lr, momentum=cfg.momentum, **_zo_settings(cfg, seed, model))
-
-
-def _zo_conservative(cfg, groups, seed, model):
-    return ZOConservative(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
-
-
-def _fzoo(cfg, groups, seed, model):
-    return FZOO(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
-
-
-def _hizoo(cfg, groups, seed, model):
-    return HiZOO(groups, lr=cfg.lr, hessian_smooth=cfg.hessian_smooth, **_zo_settings(cfg, seed, model))
-
-
-def _hizoo_low_rank(cfg, groups, seed, model):
-    return HiZOOLowRank(groups, lr=cfg.lr, hessian_smooth=cfg.hessian_smooth, **_zo_settings(cfg, seed, model))
-
-
-def _sparse_mezo(cfg, groups, seed, model):
-    return SparseMeZO(groups, lr=cfg.lr, sparsity=cfg.sparsity, threshold_update=cfg.threshold_update,
-                      **_zo_settings(cfg, seed, model))
-
-
-def _one_point(cfg, groups, seed, model):
-    return OnePointZO(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
-
-
-def _nspsa(cfg, groups, seed, model):
-    return ScheduledSPSA(groups, lr=cfg.lr, sample_scheduler=cfg.sample_scheduler, total_steps=cfg.sample_steps,
-                         scale_lr_with_samples=cfg.scale_lr_with_samples, **_zo_settings(cfg, seed, model))
-
-
-def _low_rank(cfg, groups, seed, model):
-    return LowRankZO(groups, kind=cfg.name, rank=cfg.lowrank_rank, interval=cfg.lowrank_interval, lr=cfg.lr,
-                     **_zo_settings(cfg, seed, model))
-
-
-def _norm_scaled(cfg, groups, seed, model):
-    return NormScaledZO(groups, lr=cfg.lr, variant=cfg.zo_variant, by_layer=cfg.zo_by_layer,
-                        recompute_every=cfg.recompute_norms, change_grad_estimate=cfg.change_grad_estimate,
-                        scale_by_num_params=cfg.scale_norm_by_num_params, running_update=cfg.norm_running_update,
-                        **_zo_settings(cfg, seed, model))
-
-
-def _forward_grad(cfg, groups, seed, model):
-    return ForwardGradient(groups, lr=cfg.lr, **_zo_settings(cfg, seed, model))
-
-
-# One constructor per registered optimizer (zoft.optim.registry), called as
-# fn(cfg, param_groups, seed, model).
-BUILDERS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "mezo": _mezo,
-                                 "mezo-adam": _zo_first_order, "mezo-sgd": _zo_first_order,
-                                 "zo-sgd-sign": _zo_sign, "zo-sgd-mmt": _zo_momentum,
-                                 "zo-sgd-cons": _zo_conservative, "fzoo": _fzoo, "hizoo": _hizoo,
-                                 "sparse-mezo": _sparse_mezo, "mezo-one-point": _one_point,
-                                 "mezo-nspsa": _nspsa, "lozo": _low_rank, "subzero": _low_rank,
-                                 "forward-grad": _forward_grad, "mezo-norm": _norm_scaled,
-                                 "hizoo-l": _hizoo_low_rank}
-
-
-def build_optimizer(cfg: OptimizerConfig, named: Sequence[tuple[str, torch.nn.Parameter]], seed: int,
+def build_optimizer(cfg: Mapping[str, Any], named: Sequence[tuple[str, torch.nn.Parameter]], seed: int,
                     model: Optional[torch.nn.Module] = None) -> torch.optim.Optimizer:
-    """``named`` are the trainable (name, parameter) pairs chosen by the method; ``model`` (the
-    module using them) lets MeZO perturb fp16/bf16 weights exactly (shadow perturbation)."""
+    """The optimizer of the option ``cfg`` (an ``optimizer`` node, or a plain mapping with
+    ``name`` and any of the option's settings; absent ones keep the class's defaults), over the
+    trainable (name, parameter) pairs ``named`` chosen by the method. ``model`` (the module using
+    them) lets the zeroth-order ones perturb fp16/bf16 weights exactly (shadow perturbation).
+    The class is the option's ``_target_`` (conf/optimizer/<name>.yaml); another class is another
+    option file (docs/estimators.md, "Adding an estimator")."""
     if not named:
         raise ValueError("the method left no trainable parameters; nothing to optimise")
-    if cfg.name not in BUILDERS:
-        raise ValueError(f"optimizer.name={cfg.name!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
-    return BUILDERS[cfg.name](cfg, param_groups(named, cfg.weight_decay), seed, model)
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    try:
+        record = optimizer_record(values.get("name"))
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    factory = get_class(record.target)
+    groups = param_groups(named, values.get("weight_decay", 0.0))
+    return factory(groups, **optimizer_kwargs(record, values, seed, model))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, warmup_steps: int = 0) -> LambdaLR:
@@ -149,17 +82,27 @@ def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: in
 
 @runtime_checkable
 class ZerothOrderOptimizer(Protocol):
-    """What the training loop reads from a zeroth-order optimizer (:class:`zoft.optim.MeZO` and
-    every estimator built on it): the closure runs without a graph, and after ``step``:"""
+    """What zoft's loop, checkpoints and trajectory use of a zeroth-order optimizer
+    (:class:`zoft.optim.MeZO` and every estimator built on it), besides ``torch.optim.Optimizer``'s
+    ``step``/``state_dict``/``param_groups``. The closure runs without a graph."""
 
-    zeroth_order: bool
+    capabilities: Capabilities  # declared by the class (zoft.optim.spec)
+    n_directions: int
+    step_count: int  # steps taken (the seed stream's position)
     forward_passes_per_step: int  # forward passes the step just taken cost
-    last_projected_grads: list[float]  # the scalars of the step (divergence check, logging)
+    record_width: int  # scalars per step in the trajectory
+    last_projected_grads: list[float]  # the projected gradients of the step (divergence check, logging)
     trajectory: Optional[Any]  # the TrajectoryWriter recording the steps, or None
 
     def attach_trajectory(self, writer: Any) -> None: ...
 
+    def describe(self) -> dict: ...
+
+    def replay(self, scalars: Sequence[float]) -> Any: ...
+
+    def estimate(self, closure: Any, scale: float = 1.0) -> float: ...
+
 
 def is_zeroth_order(optimizer: torch.optim.Optimizer) -> bool:
     """Zeroth-order optimizers evaluate the closure without building a graph."""
-    return isinstance(optimizer, ZerothOrderOptimizer) and bool(optimizer.zeroth_order)
+    return capabilities_of(optimizer).zeroth_order

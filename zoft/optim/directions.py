@@ -26,8 +26,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from zoft.config.choices import DIRECTIONS
-
+# The distributions of z this sampler draws (MeZO's ``direction`` setting declares the same two).
+DIRECTIONS = ("gaussian", "rademacher")
 CHUNK = 1 << 18  # CPU chunk: 1 MiB of float32, stays in cache while it is applied
 ACCEL_CHUNK = 1 << 22  # GPU chunk (16 MiB of float32): fewer kernel launches, still tiny next to the weights
 

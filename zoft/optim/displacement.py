@@ -88,7 +88,7 @@ class Displacement:
         """The restore tensor ``p`` still needs (none for a shadowed tensor)."""
         return list(self.owed) if id(p) in self._inplace_ids else []
 
-    def settle(self) -> None:
+    def forget_owed_restore(self) -> None:
         """Forget the owed restore: the caller's pass has just folded it in."""
         self.owed = []
 
@@ -112,4 +112,4 @@ class Displacement:
                 alphas[t.k] += beta * t.alpha
             jobs.append(Job(p, None, i, beta, tuple(Term(step, k, a) for k, a in enumerate(alphas))))
         self.sampler.apply(jobs)
-        self.settle()
+        self.forget_owed_restore()

@@ -36,11 +36,11 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from zoft.config.choices import PERTURBATIONS
 from zoft.optim.batched import BatchedProbes
-from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DIRECTIONS, DirectionSampler, Job, Term
+from zoft.optim.directions import ACCEL_CHUNK, CHUNK, DirectionSampler, Job, Term
 from zoft.optim.displacement import Displacement, IndexedParam
 from zoft.optim.shadow import ShadowPerturbation
+from zoft.optim.spec import Capabilities, Setting, passes_per_step
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -72,12 +72,23 @@ class MeZO(torch.optim.Optimizer):
     (which losses, which scalars) and :meth:`_descend` (the update from those scalars).
     """
 
-    zeroth_order = True
-    # Whether estimate() can accumulate micro-batches: true for two-point SPSA; estimators with
-    # their own probe (FZOO, HiZOO, one-point, ZO-SGD-Cons) take whole batches through step().
-    accumulates = True
-    # Whether _probe can evaluate its probes as one batched forward (probe_batch > 1).
-    batches_probes = True
+    # The option's record (zoft.optim.spec), read by the config layer from this source.
+    # accumulates: estimate() sums micro-batches (two-point SPSA); estimators with their own probe
+    # (FZOO, HiZOO, one-point, ZO-SGD-Cons) say false and take whole batches through step().
+    # batches_probes: _probe can evaluate its probes as one batched forward (probe_batch > 1).
+    capabilities = Capabilities(summary="MeZO: zeroth-order SGD with seeded in-place perturbations",
+                                zeroth_order=True, batches_probes=True, forward_passes="2n")
+    # The engine's settings, shared by every zeroth-order option (its subclasses add their own).
+    settings = {
+        "lr": Setting("float", ">=0", "the learning rate"),
+        "eps": Setting("float", ">0", "the perturbation scale; the paper uses 1e-3 (1e-1 for prefix)"),
+        "weight_decay": Setting("float", ">=0", "the weight decay", arg=""),
+        "n_directions": Setting("int", ">=1", "directions per step"),
+        "direction": Setting("str", ("gaussian", "rademacher"), "the distribution of z"),
+        "perturbation": Setting("str", ("auto", "inplace", "shadow"), "how theta +- eps z is applied"),
+        "probe_batch": Setting("int", ">=1", "probes per batched forward (1: one after another)"),
+        "zo_seed": Setting("int?", ">=0", "the seed of z (null: the run's seed)", arg="seed"),
+    }
 
     def __init__(
         self,
@@ -123,7 +134,7 @@ class MeZO(torch.optim.Optimizer):
             raise ValueError(f"{type(self).__name__} probe_batch={probe_batch} must be >= 1")
         if probe_batch == 1:
             return perturbation
-        if not self.batches_probes:
+        if not self.capabilities.batches_probes:
             raise ValueError(f"{type(self).__name__} does not batch its probes; probe_batch={probe_batch} must be 1")
         if perturbation == "inplace" or model is None:
             raise ValueError(f"{type(self).__name__} probe_batch={probe_batch} perturbs through forward hooks: "
@@ -132,9 +143,16 @@ class MeZO(torch.optim.Optimizer):
 
     @property
     def forward_passes_per_step(self) -> int:
-        """Forward passes of one step: two per direction (two-point SPSA); estimators that
-        differ (FZOO's N+1, HiZOO's 3, one-point's 1) override it."""
-        return 2 * self.n_directions
+        """Forward passes of the step just taken: the declared formula (two-point SPSA: 2n;
+        FZOO: n+1; HiZOO: 3; one-point: 1) at this step's n; estimators whose count depends on
+        more than n (layer groups) override it."""
+        return passes_per_step(self.capabilities.forward_passes, self.n_directions)
+
+    @property
+    def record_width(self) -> int:
+        """Scalars per step in the trajectory: one projected gradient per direction (HiZOO adds
+        its curvature term; scheduled n-SPSA pads to its largest n)."""
+        return self.n_directions
 
     def _is_shadow(self, p: torch.Tensor) -> bool:
         return self.perturbation == "shadow" or (self.perturbation == "auto" and p.dtype in LOW_PRECISION)
@@ -272,7 +290,7 @@ class MeZO(torch.optim.Optimizer):
         :meth:`step` without a closure applies the update."""
         if closure is None:
             raise ValueError("MeZO needs a closure that returns the loss")
-        if not self.accumulates:
+        if not self.capabilities.accumulates:
             raise ValueError(f"{type(self).__name__} does not accumulate micro-batches with estimate(); call "
                              "step(closure) with a closure that evaluates the whole batch")
         if self._pending is not None and self.trajectory is not None:
@@ -323,7 +341,7 @@ class MeZO(torch.optim.Optimizer):
         self.seed, self.step_count = int(zo["seed"]), int(zo["step_count"])
         self.sampler.seed = self.seed
         self._pending = None  # states are saved between steps
-        self.weights.settle()
+        self.weights.forget_owed_restore()
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -349,10 +367,10 @@ def _check_arguments(lr: float, eps: float, n_directions: int, direction: str, p
         raise ValueError(f"MeZO eps={eps} must be > 0")
     if n_directions < 1:
         raise ValueError(f"MeZO n_directions={n_directions} must be >= 1")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"MeZO direction={direction!r}; valid: {', '.join(DIRECTIONS)}")
-    if perturbation not in PERTURBATIONS:
-        raise ValueError(f"MeZO perturbation={perturbation!r}; valid: {', '.join(PERTURBATIONS)}")
+    for key, value in (("direction", direction), ("perturbation", perturbation)):
+        valid = MeZO.settings[key].valid
+        if value not in valid:
+            raise ValueError(f"MeZO {key}={value!r}; valid: {', '.join(valid)}")
 
 
 class ZOFirstOrder(MeZO):
@@ -415,3 +433,27 @@ class ZOFirstOrder(MeZO):
         for outer, group in zip(self.param_groups, self.inner.param_groups):
             outer["lr"] = group["lr"]
         self._load_zo_state(state_dict.get("zo"))
+
+
+class MeZOAdam(ZOFirstOrder):
+    """``optimizer=mezo-adam``: the MeZO estimate fed to AdamW (the paper's Table 7)."""
+
+    capabilities = Capabilities(summary="the MeZO estimate fed to AdamW (paper Table 7)", zeroth_order=True,
+                                batches_probes=True, forward_passes="2n", parameter_state="gradient + two moments")
+    settings = {"betas": Setting("floats", "", "AdamW's (beta1, beta2)"),
+                "adam_eps": Setting("float", ">0", "Adam's denominator epsilon")}
+
+    def __init__(self, params: Iterable, betas: Sequence[float] = (0.9, 0.999), adam_eps: float = 1e-8,
+                 **kwargs) -> None:
+        super().__init__(params, inner="adam", betas=betas, adam_eps=adam_eps, **kwargs)
+
+
+class MeZOSGD(ZOFirstOrder):
+    """``optimizer=mezo-sgd``: the MeZO estimate fed to SGD with momentum."""
+
+    capabilities = Capabilities(summary="the MeZO estimate fed to SGD with momentum", zeroth_order=True,
+                                batches_probes=True, forward_passes="2n", parameter_state="gradient + momentum buffer")
+    settings = {"momentum": Setting("float", "[0,1)", "the momentum")}
+
+    def __init__(self, params: Iterable, momentum: float = 0.0, **kwargs) -> None:
+        super().__init__(params, inner="sgd", momentum=momentum, **kwargs)

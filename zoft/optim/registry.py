@@ -1,57 +1,155 @@
-"""The optimizer registry: one record per ``optimizer=<name>`` option, carrying its properties.
+"""The optimizer registry: one record per ``optimizer=<name>`` option, read without importing torch.
 
-This is the only place that says which optimizers exist and which of them are zeroth-order
-(forward passes only, no ``.grad`` from backprop). Config validation, the protocol table, the
-LM-BFF checks and the Hugging Face ``Trainer`` integration all read these records. The module
-imports nothing heavy, so it can be read before torch is loaded; the constructors live in
-:mod:`zoft.optim.build`, keyed by the same names.
+An option is a file, ``conf/optimizer/<name>.yaml``, whose ``_target_`` names the optimizer class;
+the class declares its settings and capabilities (:mod:`zoft.optim.spec`) in its body. This module
+reads those declarations from the class's source with :mod:`ast` (following its base classes
+inside zoft), so config validation, the protocol block, the reports and the docs know every option
+in a fraction of a second, before torch loads. :func:`zoft.optim.build.build_optimizer` imports
+the class itself; a test keeps what is read here equal to what the imported classes say.
+
+Adding an optimizer is therefore: its module (the class with its two declarations), its
+``conf/optimizer/<name>.yaml`` (``_target_``, ``_partial_: true`` and a value for every setting),
+its protocol row, and its tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ast
+import importlib.util
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+from zoft.config.groups import group_options, option_file
+from zoft.optim.spec import Capabilities, Setting
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # zoft/
 
 
 @dataclass(frozen=True)
 class OptimizerRecord:
-    """What zoft knows about one optimizer option.
-
-    ``zeroth_order``: the update comes from loss values only (MeZO and its successors), so it
-    also works with non-differentiable objectives and never builds an autograd graph.
-    ``parameter_state``: parameter-sized tensors the optimizer keeps (besides the weights), as
-    said in the memory tables; "none" means inference-level memory.
-    ``forward_mode``: the update differentiates the loss by forward-mode AD (forward gradient):
-    forward passes only, like the zeroth-order optimizers, but the objective must be
-    differentiable (``task.objective=metric`` is refused).
-    ``batched_probes``: the probes of a step can run as one batched forward
-    (``optimizer.probe_batch`` > 1, :mod:`zoft.optim.batched`).
-    ``settings``: the optimizer's own ``optimizer.*`` keys, those its ``conf/optimizer/<name>.yaml``
-    sets beyond the ones every optimizer shares (lr, eps, weight_decay, the directions, the
-    perturbation, clipping); the protocol block shows them.
-    """
+    """What zoft knows about one optimizer option: ``target``, the class (``module.Class``);
+    ``capabilities``; ``settings``, every ``optimizer.*`` key of the option in declaration order
+    (``name`` aside); ``own``, those beyond the shared ones of its root class (MeZO's engine
+    settings, or lr / weight_decay / max_grad_norm of the backprop optimizers), which the protocol
+    block lists."""
 
     name: str
-    zeroth_order: bool
-    summary: str
-    parameter_state: str = "none"
-    forward_mode: bool = False
-    batched_probes: bool = False
-    settings: tuple[str, ...] = ()
+    target: str
+    capabilities: Capabilities
+    settings: dict[str, Setting] = field(default_factory=dict)
+    own: tuple[str, ...] = ()
 
 
-OPTIMIZERS: dict[str, OptimizerRecord] = {}
+class DeclarationError(ValueError):
+    """An optimizer class whose declarations cannot be read as literals."""
 
 
-# The keys every optimizer file may set (conf/optimizer/mezo.yaml's); the others are an optimizer's own.
-SHARED_SETTINGS = ("name", "lr", "eps", "weight_decay", "n_directions", "direction", "perturbation", "max_grad_norm")
+# --- reading a class's declarations from its source ------------------------------------------
+
+_CONSTRUCTORS = {"Capabilities": Capabilities, "Setting": Setting}
 
 
-def register_optimizer(record: OptimizerRecord) -> OptimizerRecord:
-    """Add ``record`` to the registry (a name may be registered once)."""
-    if record.name in OPTIMIZERS:
-        raise ValueError(f"optimizer {record.name!r} is registered twice")
-    OPTIMIZERS[record.name] = record
-    return record
+def _literal(node: ast.expr, where: str) -> Any:
+    """A literal, or a call of Capabilities/Setting with literal arguments."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CONSTRUCTORS:
+        args = [_literal(a, where) for a in node.args]
+        kwargs = {k.arg: _literal(k.value, where) for k in node.keywords}
+        return _CONSTRUCTORS[node.func.id](*args, **kwargs)
+    if isinstance(node, ast.Dict):
+        return {_literal(k, where): _literal(v, where) for k, v in zip(node.keys, node.values)}
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise DeclarationError(f"{where}: declarations must be literals ({ast.unparse(node)})") from None
+
+
+@lru_cache(maxsize=None)
+def _module_tree(module: str) -> tuple[ast.Module, str]:
+    if module.startswith("zoft."):
+        path = PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    else:
+        spec = importlib.util.find_spec(module)
+        path = Path(spec.origin) if spec and spec.origin else Path()
+    if not path.is_file():
+        raise DeclarationError(f"module {module!r} has no source file to read")
+    return ast.parse(path.read_text(), filename=str(path)), str(path)
+
+
+def _class_node(module: str, name: str) -> Optional[ast.ClassDef]:
+    tree, _ = _module_tree(module)
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
+def _base_locations(module: str, node: ast.ClassDef) -> list[tuple[str, str]]:
+    """(module, class) of each base class that zoft defines (torch's are left out)."""
+    tree, _ = _module_tree(module)
+    imported = {alias.asname or alias.name: (stmt.module, alias.name)
+                for stmt in tree.body if isinstance(stmt, ast.ImportFrom) and (stmt.module or "").startswith("zoft")
+                for alias in stmt.names}
+    found = []
+    for base in node.bases:
+        if isinstance(base, ast.Name):
+            if base.id in imported:
+                found.append(imported[base.id])
+            elif _class_node(module, base.id) is not None:
+                found.append((module, base.id))
+    return found
+
+
+@lru_cache(maxsize=None)
+def read_declarations(target: str) -> tuple[Optional[Capabilities], tuple[tuple[str, Setting], ...], frozenset[str]]:
+    """(capabilities, settings, the keys declared by the root class) of ``module.Class``, as its
+    source and its zoft base classes declare them (a subclass's entries replace its bases')."""
+    module, _, name = target.rpartition(".")
+    node = _class_node(module, name)
+    if node is None:
+        raise DeclarationError(f"{target}: no class {name!r} in {_module_tree(module)[1]}")
+    capabilities, settings, root = None, {}, frozenset()
+    for base in _base_locations(module, node):
+        base_caps, base_settings, base_root = read_declarations(".".join(base))
+        capabilities = capabilities or base_caps
+        settings.update(dict(base_settings))
+        root = root or base_root
+    own = {}
+    for stmt in node.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            key = stmt.targets[0].id
+            if key == "capabilities":
+                capabilities = _literal(stmt.value, target)
+            elif key == "settings":
+                own = _literal(stmt.value, target)
+    settings.update(own)
+    return capabilities, tuple(settings.items()), root or frozenset(own)
+
+
+# --- the options ---------------------------------------------------------------------------------
+
+def _record(name: str) -> OptimizerRecord:
+    written = option_file("optimizer", name)
+    target = written.get("_target_")
+    if not isinstance(target, str):
+        raise DeclarationError(f"conf/optimizer/{name}.yaml has no _target_ naming its optimizer class")
+    capabilities, settings, root = read_declarations(target)
+    if capabilities is None:
+        raise DeclarationError(f"{target} (optimizer={name}) declares no capabilities")
+    own = tuple(key for key, _ in settings if key not in root)
+    return OptimizerRecord(name, target, capabilities, dict(settings), own)
+
+
+def _load() -> dict[str, OptimizerRecord]:
+    records = {name: _record(name) for name in group_options("optimizer")}
+    # The paper's optimizers first (sgd, adam, mezo), then the others alphabetically.
+    first = [n for n in ("sgd", "adam", "mezo") if n in records]
+    return {n: records[n] for n in first + [n for n in records if n not in first]}
+
+
+OPTIMIZERS: dict[str, OptimizerRecord] = _load()
+
+# The keys of every option that are not constructor arguments: the option's name and the
+# instantiation keys of Hydra's convention.
+RESERVED = ("name", "_target_", "_partial_")
 
 
 def optimizer_record(name: str) -> OptimizerRecord:
@@ -63,68 +161,17 @@ def optimizer_record(name: str) -> OptimizerRecord:
 
 
 def zeroth_order_names() -> tuple[str, ...]:
-    """Every registered zeroth-order optimizer, in registration order."""
-    return tuple(name for name, record in OPTIMIZERS.items() if record.zeroth_order)
+    """Every registered zeroth-order optimizer, in registry order."""
+    return tuple(name for name, record in OPTIMIZERS.items() if record.capabilities.zeroth_order)
 
 
 def takes_metric_objective(name: str) -> bool:
     """True when ``name`` can train on a non-differentiable objective (loss values only)."""
     record = OPTIMIZERS.get(name)
-    return bool(record and record.zeroth_order and not record.forward_mode)
+    return bool(record and record.capabilities.zeroth_order and not record.capabilities.forward_mode)
 
 
 def is_zeroth_order_name(name: str) -> bool:
     """True when ``name`` is a registered zeroth-order optimizer."""
     record = OPTIMIZERS.get(name)
-    return bool(record and record.zeroth_order)
-
-
-register_optimizer(OptimizerRecord("sgd", False, "torch.optim.SGD with backprop", "gradient (+ momentum buffer)",
-                                   settings=("momentum",)))
-register_optimizer(OptimizerRecord("adam", False, "torch.optim.AdamW with backprop (the paper's FT)",
-                                   "gradient + two moments",
-                                   settings=("betas", "adam_eps")))
-register_optimizer(OptimizerRecord("mezo", True, "MeZO: zeroth-order SGD with seeded in-place perturbations", batched_probes=True))
-register_optimizer(OptimizerRecord("mezo-adam", True, "the MeZO estimate fed to AdamW (paper Table 7)",
-                                   "gradient + two moments", batched_probes=True,
-                                   settings=("betas", "adam_eps")))
-register_optimizer(OptimizerRecord("mezo-sgd", True, "the MeZO estimate fed to SGD with momentum",
-                                   "gradient + momentum buffer", batched_probes=True,
-                                   settings=("momentum",)))
-register_optimizer(OptimizerRecord("zo-sgd-sign", True, "ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate "
-                                   "(sign_of=projected_grad: ZO-Bench's code, sign(g) z)", batched_probes=True,
-                                   settings=("sign_of",)))
-register_optimizer(OptimizerRecord("zo-sgd-mmt", True, "ZO-SGD-MMT (ZO-Bench): heavy-ball momentum on the MeZO "
-                                   "estimate, buffer updated from the seeds", "momentum buffer", batched_probes=True,
-                                   settings=("momentum",)))
-register_optimizer(OptimizerRecord("zo-sgd-cons", True, "ZO-SGD-Cons (ZO-Bench): the MeZO step only if it lowers "
-                                   "the batch loss (2n+3 forward passes)"))
-register_optimizer(OptimizerRecord("fzoo", True, "FZOO: N one-sided Rademacher probes, step normalised by the "
-                                   "std of the N losses (N+1 forward passes)", batched_probes=True))
-register_optimizer(OptimizerRecord("hizoo", True, "HiZOO: diagonal-Hessian-shaped perturbation and "
-                                   "preconditioned step (3 forward passes)", "diagonal Hessian (float32)",
-                                   settings=("hessian_smooth",)))
-register_optimizer(OptimizerRecord("sparse-mezo", True, "Sparse MeZO: MeZO on the small-magnitude weights "
-                                   "(thresholds fixed or every step, mask recomputed per pass)", batched_probes=True,
-                                   settings=("sparsity", "threshold_update")))
-register_optimizer(OptimizerRecord("mezo-one-point", True, "the MeZO paper's one-point (residual-feedback) "
-                                   "estimator, one forward pass per step"))
-register_optimizer(OptimizerRecord("mezo-nspsa", True, "n-SPSA with the MeZO paper's sample scheduler "
-                                   "(constant/linear n, scale_lr_with_samples)", batched_probes=True,
-                                   settings=("sample_scheduler", "sample_steps", "scale_lr_with_samples")))
-register_optimizer(OptimizerRecord("lozo", True, "LOZO: rank-r perturbations U V^T of each matrix, V redrawn "
-                                   "every nu steps", "factors only (r (m + n) per matrix)", batched_probes=True,
-                                   settings=("lowrank_rank", "lowrank_interval")))
-register_optimizer(OptimizerRecord("subzero", True, "SubZero: perturbations U Z V^T in random orthonormal "
-                                   "subspaces redrawn every T0 steps", "factors only (r (m + n) per matrix)", batched_probes=True,
-                                   settings=("lowrank_rank", "lowrank_interval")))
-register_optimizer(OptimizerRecord("forward-grad", True, "forward gradient: the exact directional derivative along "
-                                   "the seeded direction by forward-mode AD (a jvp; no eps)",
-                                   "the tangent (1x the trainable weights, during the step)", forward_mode=True))
-register_optimizer(OptimizerRecord("mezo-norm", True, "the MeZO paper's Appendix B variants: per-layer scales "
-                                   "(parameter or gradient norm) of the perturbation and the estimate",
-                                   settings=("zo_variant", "zo_by_layer", "recompute_norms", "change_grad_estimate",
-                                             "scale_norm_by_num_params", "norm_running_update")))
-register_optimizer(OptimizerRecord("hizoo-l", True, "HiZOO-L: HiZOO with rank-1 factored Hessians of the weight "
-                                   "matrices (3 forward passes)", "factors only (m + n per matrix)",
-                                   settings=("hessian_smooth",)))
+    return bool(record and record.capabilities.zeroth_order)

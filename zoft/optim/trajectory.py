@@ -65,7 +65,7 @@ class TrajectoryWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Scalars per record: the projected gradients (one per direction), or the estimator's own
         # ``record_width`` scalars (HiZOO: g and its curvature term; scheduled n-SPSA: the largest n).
-        self.n = getattr(optimizer, "record_width", optimizer.n_directions)
+        self.n = int(optimizer.record_width)
         self._record = struct.Struct(f"<Id{self.n}f")
         header = {"format": 1, "optimizer": optimizer.describe(), "names": list(names or []),
                   "record_width": self.n,

@@ -39,9 +39,8 @@ class StepClosures:
         self.zeroth_order = parts.zeroth_order
         # Forward-mode AD (forward gradient) differentiates the loss itself: it needs it as a
         # tensor of this process's forward, which no all-reduced scalar can stand in for.
-        wants_tensor = getattr(parts.optimizer, "needs_loss_tensor", False)
-        self.needs_loss_tensor = self.zeroth_order and wants_tensor
-        if wants_tensor and self.parallel.active:
+        self.needs_loss_tensor = parts.capabilities.needs_loss_tensor
+        if self.needs_loss_tensor and self.parallel.active:
             raise DistributedError(f"{type(parts.optimizer).__name__} differentiates the loss by forward-mode AD "
                                    "in one process; run it without distributed.strategy (a single process)")
         # Forward passes autocast when the precision plan says so (fp32 master weights, "amp").

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from zoft.objectives.base import Objective
-from zoft.optim.build import is_zeroth_order
+from zoft.optim.spec import Capabilities, capabilities_of
 
 
 @dataclass
@@ -29,9 +29,14 @@ class TrainParts:
         self.trainable = list(self.trainable)
 
     @property
+    def capabilities(self) -> Capabilities:
+        """What the optimizer's class declares (zoft.optim.spec): zeroth-order, accumulation, ..."""
+        return capabilities_of(self.optimizer)
+
+    @property
     def zeroth_order(self) -> bool:
         """Whether the optimizer steps on forward passes only (MeZO and the estimators)."""
-        return is_zeroth_order(self.optimizer)
+        return self.capabilities.zeroth_order
 
     @property
     def params(self) -> list[torch.nn.Parameter]:

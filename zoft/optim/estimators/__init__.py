@@ -7,7 +7,7 @@ from zoft.optim.estimators.forward_grad import ForwardGradient
 from zoft.optim.estimators.fzoo import FZOO
 from zoft.optim.estimators.hizoo import HiZOO
 from zoft.optim.estimators.hizoo_low_rank import HiZOOLowRank
-from zoft.optim.estimators.lowrank import LowRankZO
+from zoft.optim.estimators.lowrank import LOZO, LowRankZO, SubZero
 from zoft.optim.estimators.momentum import ZOMomentum
 from zoft.optim.estimators.norm_scaled import NormScaledZO
 from zoft.optim.estimators.nspsa import ScheduledSPSA
@@ -15,4 +15,4 @@ from zoft.optim.estimators.one_point import OnePointZO
 from zoft.optim.estimators.sign import ZOSign
 from zoft.optim.estimators.sparse import SparseMeZO
 
-__all__ = ["FZOO", "ForwardGradient", "HiZOO", "HiZOOLowRank", "LowRankZO", "NormScaledZO", "OnePointZO", "ScheduledSPSA", "SparseMeZO", "ZOConservative", "ZOMomentum", "ZOSign"]
+__all__ = ["FZOO", "ForwardGradient", "HiZOO", "HiZOOLowRank", "LOZO", "LowRankZO", "SubZero", "NormScaledZO", "OnePointZO", "ScheduledSPSA", "SparseMeZO", "ZOConservative", "ZOMomentum", "ZOSign"]

@@ -22,6 +22,7 @@ import torch
 
 from zoft.optim.directions import DirectionSampler, Job, Term
 from zoft.optim.mezo import MeZO, _f32, _loss
+from zoft.optim.spec import Capabilities, Setting
 from zoft.optim.shadow import ShadowPerturbation
 
 COMBINED = -1  # Term.k standing for sum_k c_k z_k (the candidate step direction)
@@ -54,8 +55,8 @@ class ZOConservative(MeZO):
     ``last_step_sign`` is s of the last step (1 descent, -1 ascent side, 0 rejected).
     """
 
-    accumulates = False  # its own probe: whole batches through step()
-    batches_probes = False
+    capabilities = Capabilities(summary="ZO-SGD-Cons (ZO-Bench): the MeZO step only if it lowers the batch loss "
+                                "(2n+3 forward passes)", zeroth_order=True, accumulates=False, forward_passes="2n+3")
 
     def __init__(self, params: Iterable, model: Optional[torch.nn.Module] = None, **kwargs) -> None:
         super().__init__(params, model=model, **kwargs)
@@ -67,11 +68,6 @@ class ZOConservative(MeZO):
         self._candidates = ShadowPerturbation(model, everything, self._combined)
         self.last_step_sign = 0
         self._estimate: Optional[list[float]] = None
-
-    @property
-    def forward_passes_per_step(self) -> int:
-        """Two per direction, the loss at theta and at the two candidate steps."""
-        return 2 * self.n_directions + 3
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "conservative"}

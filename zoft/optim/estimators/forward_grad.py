@@ -29,6 +29,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from zoft.optim.mezo import MeZO, _f32
+from zoft.optim.spec import Capabilities, Setting
 
 
 class _RunClosure(torch.nn.Module):
@@ -53,9 +54,12 @@ class ForwardGradient(MeZO):
     update is a function of the recorded g_k and the seeds).
     """
 
-    accumulates = False  # no two-point probe: whole batches through step()
-    batches_probes = False
-    needs_loss_tensor = True  # the closure's loss must stay a tensor (the jvp differentiates it)
+    # One jvp per direction, counted as two forward passes (primal and tangent); the closure's
+    # loss must stay a tensor (the jvp differentiates it).
+    capabilities = Capabilities(summary="forward gradient: the exact directional derivative along the seeded "
+                                "direction by forward-mode AD (a jvp; no eps)", zeroth_order=True, forward_mode=True,
+                                accumulates=False, needs_loss_tensor=True, forward_passes="2n",
+                                parameter_state="the tangent (1x the trainable weights, during the step)")
 
     def __init__(self, params: Iterable, model: Optional[torch.nn.Module] = None, **kwargs) -> None:
         if model is None:
@@ -70,11 +74,6 @@ class ForwardGradient(MeZO):
         self.model = model
         # "model." + the parameter's name inside the model: the key functional_call substitutes.
         self._names = [f"model.{names[id(p)]}" for _, _, p in self._params()]
-
-    @property
-    def forward_passes_per_step(self) -> int:
-        """One jvp per direction, counted as two forward passes (primal and tangent)."""
-        return 2 * self.n_directions
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "forward-grad"}

@@ -20,6 +20,7 @@ import statistics
 from typing import Callable, Iterable, Optional, Sequence
 
 from zoft.optim.mezo import MeZO, _f32, _loss
+from zoft.optim.spec import Capabilities, Setting
 
 
 def fzoo_coefficients(loss0: float, losses: Sequence[float]) -> list[float]:
@@ -34,17 +35,16 @@ class FZOO(MeZO):
     """FZOO (``optimizer=fzoo``); ``n_directions`` is N (>= 2), ``direction`` defaults to
     Rademacher as in the paper. Other arguments as :class:`zoft.optim.MeZO`."""
 
-    accumulates = False  # its own probe: whole batches through step()
+    capabilities = Capabilities(summary="FZOO: N one-sided Rademacher probes, step normalised by the std of the "
+                                "N losses (N+1 forward passes)", zeroth_order=True, accumulates=False,
+                                batches_probes=True, forward_passes="n+1")
+    settings = {"n_directions": Setting("int", ">=2", "N, the probes per step (the step is normalised by the "
+                                        "std of the N losses)")}
 
     def __init__(self, params: Iterable, n_directions: int = 8, direction: str = "rademacher", **kwargs) -> None:
         if n_directions < 2:
             raise ValueError(f"FZOO n_directions={n_directions} must be >= 2 (sigma is the std of the N losses)")
         super().__init__(params, n_directions=n_directions, direction=direction, **kwargs)
-
-    @property
-    def forward_passes_per_step(self) -> int:
-        """L0 and one one-sided probe per direction."""
-        return self.n_directions + 1
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": "fzoo"}

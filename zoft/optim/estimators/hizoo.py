@@ -47,6 +47,7 @@ import torch
 from zoft.optim.directions import chunk_size
 from zoft.optim.estimators.chunks import TransformedSampler, map_chunks
 from zoft.optim.mezo import MeZO, _f32, _loss
+from zoft.optim.spec import Capabilities, Setting
 
 # Optimizer-state entries kept in float32 whatever the parameter's dtype.
 FLOAT32_STATE = ("hessian", "hessian_row", "hessian_col")
@@ -72,17 +73,20 @@ class HiZOO(MeZO):
         hessian_smooth: alpha, the EMA rate of the diagonal Hessian.
     """
 
-    accumulates = False  # its own probe: whole batches through step()
-    batches_probes = False
-
+    capabilities = Capabilities(summary="HiZOO: diagonal-Hessian-shaped perturbation and preconditioned step "
+                                "(3 forward passes)", zeroth_order=True, accumulates=False, forward_passes="3",
+                                parameter_state="diagonal Hessian (float32)")
+    settings = {
+        "hessian_smooth": Setting("float", "[0,1)", "the Hessian moving-average weight"),
+        "n_directions": Setting("int", "[1,1]", "directions per step; HiZOO uses one"),
+    }
     record_width = 2  # (g, h) per step in the trajectory
-    forward_passes_per_step = 3
 
     def __init__(self, params: Iterable, hessian_smooth: float = 1e-8, **kwargs) -> None:
         if kwargs.get("n_directions", 1) != 1:
             raise ValueError("HiZOO uses one direction per step (n_directions=1)")
-        # The config's own range (zoft/config/bounds.py refuses it first for optimizer=hizoo);
-        # kept for code that builds the optimizer directly. At 1 the EMA forgets H entirely
+        # The setting's range, declared above and checked by the config first; kept for code that
+        # builds the optimizer directly. At 1 the EMA forgets H entirely
         # (H <- h H z^2), which is 0 wherever z or h is, and the step divides by sqrt(H).
         if not 0.0 <= hessian_smooth < 1.0:
             raise ValueError(f"hessian_smooth={hessian_smooth} must be in [0, 1) (the Hessian moving-average weight)")
@@ -127,7 +131,7 @@ class HiZOO(MeZO):
         """H <- (1 - alpha) H + alpha h H z^2, then theta <- theta - lr g z / sqrt(H)
         (after (1 - lr wd) theta), chunk by chunk, the owed restore first."""
         self._diagonal_pass(scalars, self._params())
-        self.weights.settle()
+        self.weights.forget_owed_restore()
 
     def _diagonal_pass(self, scalars: Sequence[float], params: Sequence) -> None:
         """The chunked restore, EMA and update of ``params`` (the restore they owe included)."""

@@ -38,6 +38,7 @@ import torch
 from zoft.optim.directions import chunk_size
 from zoft.optim.estimators.chunks import TransformedSampler, map_chunks
 from zoft.optim.estimators.hizoo import HiZOO
+from zoft.optim.spec import Capabilities
 
 
 def _matrix_shape(p: torch.Tensor) -> tuple[int, int]:
@@ -75,6 +76,10 @@ class HiZOOLowRank(HiZOO):
 
     Takes :class:`HiZOO`'s arguments."""
 
+    capabilities = Capabilities(summary="HiZOO-L: HiZOO with rank-1 factored Hessians of the weight matrices "
+                                "(3 forward passes)", zeroth_order=True, accumulates=False, forward_passes="3",
+                                parameter_state="factors only (m + n per matrix)")
+
     def __init__(self, params, **kwargs) -> None:
         super().__init__(params, **kwargs)
         self.use_sampler(_FactoredScaled(self.sampler.base, lambda i: self.factors(self._by_index[i]),
@@ -103,7 +108,7 @@ class HiZOOLowRank(HiZOO):
         matrices = [(group, i, p) for group, i, p in params if p.dim() >= 2]
         if matrices:
             self._matrix_passes(scalars, matrices)
-        self.weights.settle()
+        self.weights.forget_owed_restore()
 
     def _matrix_passes(self, scalars: Sequence[float], matrices: Sequence) -> None:
         g, h = scalars

@@ -30,6 +30,7 @@ import torch
 from zoft.optim.directions import CHUNK, DirectionSampler, Job, flat_view, mix
 from zoft.optim.estimators.chunks import TransformedSampler
 from zoft.optim.mezo import MeZO
+from zoft.optim.spec import Capabilities, Setting
 
 _TAG_U, _TAG_V, _TAG_Z = 0x4C4F5A4F, 0x4C4F5A50, 0x5355425A  # separate seed streams per factor
 KINDS = ("lozo", "subzero")
@@ -125,6 +126,14 @@ class LowRankZO(MeZO):
     interval: steps between redraws of the lazy factors (LOZO's nu, SubZero's T0).
     """
 
+    # The settings of both options (optimizer=lozo, optimizer=subzero), read by the config.
+    settings = {
+        "lowrank_rank": Setting("int", ">=1", "the rank r of the perturbation", arg="rank"),
+        "lowrank_interval": Setting("int", ">=1", "steps between redraws of the factors (LOZO: V, nu; "
+                                    "SubZero: U and V, T0)", arg="interval"),
+        "direction": Setting("str", ("gaussian",), "the distribution of the factors (Gaussian)"),
+    }
+
     def __init__(self, params: Iterable, kind: str = "lozo", rank: int = 2, interval: int = 50, **kwargs) -> None:
         if kind not in KINDS:
             raise ValueError(f"low-rank kind={kind!r}; valid: {', '.join(KINDS)}")
@@ -139,3 +148,25 @@ class LowRankZO(MeZO):
 
     def describe(self) -> dict:
         return {**super().describe(), "rule": self.kind, "rank": self.rank, "interval": self.interval}
+
+
+class LOZO(LowRankZO):
+    """``optimizer=lozo``: rank-r perturbations U V^T of each matrix, V redrawn every nu steps."""
+
+    capabilities = Capabilities(summary="LOZO: rank-r perturbations U V^T of each matrix, V redrawn every nu steps",
+                                zeroth_order=True, batches_probes=True, forward_passes="2n",
+                                parameter_state="factors only (r (m + n) per matrix)")
+
+    def __init__(self, params: Iterable, **kwargs) -> None:
+        super().__init__(params, kind="lozo", **kwargs)
+
+
+class SubZero(LowRankZO):
+    """``optimizer=subzero``: perturbations U Z V^T in random orthonormal subspaces redrawn every T0 steps."""
+
+    capabilities = Capabilities(summary="SubZero: perturbations U Z V^T in random orthonormal subspaces redrawn "
+                                "every T0 steps", zeroth_order=True, batches_probes=True, forward_passes="2n",
+                                parameter_state="factors only (r (m + n) per matrix)")
+
+    def __init__(self, params: Iterable, **kwargs) -> None:
+        super().__init__(params, kind="subzero", **kwargs)

@@ -19,10 +19,16 @@ import torch
 
 from zoft.optim.directions import Job, Term
 from zoft.optim.mezo import MeZO
+from zoft.optim.spec import Capabilities, Setting
 
 
 class ZOMomentum(MeZO):
     """Zeroth-order heavy-ball SGD (``optimizer=zo-sgd-mmt``); ``momentum`` is beta."""
+
+    capabilities = Capabilities(summary="ZO-SGD-MMT (ZO-Bench): heavy-ball momentum on the MeZO estimate, buffer "
+                                "updated from the seeds", zeroth_order=True, batches_probes=True, forward_passes="2n",
+                                parameter_state="momentum buffer")
+    settings = {"momentum": Setting("float", "[0,1)", "the momentum")}
 
     def __init__(self, params: Iterable, momentum: float = 0.9, **kwargs) -> None:
         if not 0.0 <= momentum < 1.0:

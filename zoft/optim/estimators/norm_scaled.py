@@ -49,10 +49,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from zoft.config.choices import NORM_VARIANTS
 from zoft.optim.directions import Job, Term
 from zoft.optim.estimators.chunks import TransformedSampler
 from zoft.optim.mezo import MeZO, _f32
+from zoft.optim.spec import Capabilities, Setting
 
 _LAYER = re.compile(r"(?:^|\.)(layers?)\.(\d+)\.")
 # Directions k >= this estimate the grad-norm scales (one per group), apart from the step's own.
@@ -104,8 +104,21 @@ class NormScaledZO(MeZO):
     (``grad_norm`` with ``by_layer``): c_l <- |g_l| after every step.
     """
 
-    accumulates = False  # the scales are estimated inside the step
-    batches_probes = False
+    # accumulates=False: the scales are estimated inside the step.
+    capabilities = Capabilities(summary="the MeZO paper's Appendix B variants: per-layer scales (parameter or "
+                                "gradient norm) of the perturbation and the estimate", zeroth_order=True,
+                                accumulates=False, forward_passes="2n per group with zo_by_layer (+2 per group at "
+                                "grad-norm estimates)")
+    settings = {
+        "zo_variant": Setting("str", ("param_norm", "grad_norm"), "what the per-layer scale c is", arg="variant"),
+        "zo_by_layer": Setting("bool", "", "estimate each layer group on its own", arg="by_layer"),
+        "recompute_norms": Setting("int", ">=0", "steps between recomputations of the layer scales (0: once)",
+                                   arg="recompute_every"),
+        "change_grad_estimate": Setting("bool", "", "update along z instead of z*c"),
+        "scale_norm_by_num_params": Setting("bool", "", "c = ||w_l|| / sqrt(#weights of l)", arg="scale_by_num_params"),
+        "norm_running_update": Setting("bool", "", "grad_norm with zo_by_layer: c_l <- |g_l| after every step",
+                                       arg="running_update"),
+    }
 
     def __init__(self, params: Iterable, variant: str = "param_norm", by_layer: bool = False,
                  recompute_every: int = 0, change_grad_estimate: bool = False, scale_by_num_params: bool = False,
@@ -251,8 +264,9 @@ def _nonzero(c: float) -> float:
 
 def _check_norm_arguments(variant: str, recompute_every: int, running_update: bool, by_layer: bool,
                           model: Optional[torch.nn.Module]) -> None:
-    if variant not in NORM_VARIANTS:
-        raise ValueError(f"NormScaledZO variant={variant!r}; valid: {', '.join(NORM_VARIANTS)}")
+    variants = NormScaledZO.settings["zo_variant"].valid
+    if variant not in variants:
+        raise ValueError(f"NormScaledZO variant={variant!r}; valid: {', '.join(variants)}")
     if recompute_every < 0:
         raise ValueError(f"NormScaledZO recompute_every={recompute_every} must be >= 0 (0: only at the first step)")
     if running_update and not (by_layer and variant == "grad_norm"):

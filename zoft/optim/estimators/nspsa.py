@@ -21,8 +21,8 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from zoft.config.choices import SAMPLE_SCHEDULERS as SCHEDULES
 from zoft.optim.mezo import MeZO
+from zoft.optim.spec import Capabilities, Setting
 
 
 def samples_at(step: int, n: int, schedule: str, total_steps: Optional[int]) -> int:
@@ -40,19 +40,32 @@ class ScheduledSPSA(MeZO):
     scale_lr_with_samples: sum the n_t estimates instead of averaging them.
     """
 
+    capabilities = Capabilities(summary="n-SPSA with the MeZO paper's sample scheduler (constant/linear n, "
+                                "scale_lr_with_samples)", zeroth_order=True, batches_probes=True, forward_passes="2n")
+    settings = {
+        "sample_scheduler": Setting("str", ("constant", "linear"), "the growth of n over training"),
+        "sample_steps": Setting("int?", ">=1", "T of the linear schedule", arg="total_steps"),
+        "scale_lr_with_samples": Setting("bool", "", "sum the n estimates instead of averaging them"),
+    }
+
     def __init__(self, params: Iterable, n_directions: int = 4, sample_scheduler: str = "constant",
                  total_steps: Optional[int] = None, scale_lr_with_samples: bool = False, **kwargs) -> None:
-        if sample_scheduler not in SCHEDULES:
-            raise ValueError(f"sample_scheduler={sample_scheduler!r}; valid: {', '.join(SCHEDULES)}")
+        schedules = self.settings["sample_scheduler"].valid
+        if sample_scheduler not in schedules:
+            raise ValueError(f"sample_scheduler={sample_scheduler!r}; valid: {', '.join(schedules)}")
         if sample_scheduler == "linear" and not (total_steps and total_steps > 0):
             raise ValueError("the linear sample scheduler needs total_steps > 0 (optimizer.sample_steps)")
         super().__init__(params, n_directions=n_directions, **kwargs)
         self.max_directions = int(n_directions)
-        self.record_width = self.max_directions
         self.sample_scheduler = sample_scheduler
         self.total_steps = total_steps
         self.scale_lr_with_samples = bool(scale_lr_with_samples)
         self.n_directions = self.samples(self.step_count)
+
+    @property
+    def record_width(self) -> int:
+        """The largest n: every record has one width for the whole run (the unused ones 0)."""
+        return self.max_directions
 
     def samples(self, step: int) -> int:
         return samples_at(step, self.max_directions, self.sample_scheduler, self.total_steps)

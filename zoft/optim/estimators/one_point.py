@@ -18,15 +18,15 @@ from typing import Callable, Optional
 
 
 from zoft.optim.mezo import MeZO, _f32, _loss
+from zoft.optim.spec import Capabilities, Setting
 
 
 class OnePointZO(MeZO):
     """Residual-feedback one-point ZO-SGD (``optimizer=mezo-one-point``); one direction per step."""
 
-    accumulates = False  # its own probe: whole batches through step()
-    batches_probes = False
-
-    forward_passes_per_step = 1
+    capabilities = Capabilities(summary="the MeZO paper's one-point (residual-feedback) estimator, one forward "
+                                "pass per step", zeroth_order=True, accumulates=False, forward_passes="1")
+    settings = {"n_directions": Setting("int", "[1,1]", "directions per step; the one-point estimator uses one")}
 
     def __init__(self, params, **kwargs) -> None:
         if kwargs.get("n_directions", 1) != 1:

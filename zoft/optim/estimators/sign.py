@@ -26,9 +26,9 @@ from typing import Iterable, Sequence
 
 import torch
 
-from zoft.config.choices import SIGN_OF
 from zoft.optim.estimators.chunks import map_chunks
 from zoft.optim.mezo import MeZO
+from zoft.optim.spec import Capabilities, Setting
 
 
 class ZOSign(MeZO):
@@ -39,9 +39,16 @@ class ZOSign(MeZO):
     Replayable from its trajectory (the update is a function of the recorded g_k and the seeds).
     """
 
+    capabilities = Capabilities(summary="ZO-SGD-Sign (ZO-Bench): sign step on the MeZO estimate "
+                                "(sign_of=projected_grad: ZO-Bench's code, sign(g) z)", zeroth_order=True,
+                                batches_probes=True, forward_passes="2n")
+    settings = {"sign_of": Setting("str", ("estimate", "projected_grad"), "what the sign is taken of: "
+                                   "estimate (sign(g_hat), the paper) or projected_grad (sign(g) z, ZO-Bench's code)")}
+
     def __init__(self, params: Iterable, sign_of: str = "estimate", **kwargs) -> None:
-        if sign_of not in SIGN_OF:
-            raise ValueError(f"ZO-SGD-Sign sign_of={sign_of!r}; valid: {', '.join(SIGN_OF)}")
+        valid = self.settings["sign_of"].valid
+        if sign_of not in valid:
+            raise ValueError(f"ZO-SGD-Sign sign_of={sign_of!r}; valid: {', '.join(valid)}")
         super().__init__(params, **kwargs)
         self.sign_of = sign_of
 
@@ -71,4 +78,4 @@ class ZOSign(MeZO):
             theta.add_(torch.sign(acc).to(theta.dtype), alpha=-lr)
 
         map_chunks(self.sampler, [(i, [p]) for _, i, p in params], fn)
-        self.weights.settle()
+        self.weights.forget_owed_restore()

@@ -36,9 +36,9 @@ from typing import Iterable, Optional
 
 import torch
 
-from zoft.config.choices import THRESHOLD_UPDATES
 from zoft.optim.estimators.chunks import TransformedSampler
 from zoft.optim.mezo import MeZO
+from zoft.optim.spec import Capabilities, Setting
 
 
 class _Masked(TransformedSampler):
@@ -72,12 +72,24 @@ class SparseMeZO(MeZO):
     the weights given here, kept) or ``every_step`` (recomputed from the weights at every step).
     """
 
+    capabilities = Capabilities(summary="Sparse MeZO: MeZO on the small-magnitude weights (thresholds fixed or "
+                                "every step, mask recomputed per pass)", zeroth_order=True, batches_probes=True,
+                                forward_passes="2n")
+    settings = {
+        "sparsity": Setting("float", "[0,1)", "the fraction of weights left unperturbed"),
+        "threshold_update": Setting("str", ("fixed", "every_step"), "when the magnitude thresholds are computed: "
+                                    "fixed (from the starting weights) or every_step"),
+        "perturbation": Setting("str", ("shadow", "auto"), "how theta +- eps z is applied (Sparse MeZO recomputes "
+                                "its mask from unmoved weights: always shadow)"),
+    }
+
     def __init__(self, params: Iterable, sparsity: float = 0.75, threshold_update: str = "fixed",
                  model: Optional[torch.nn.Module] = None, perturbation: str = "shadow", **kwargs) -> None:
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"Sparse MeZO sparsity={sparsity} must be in [0, 1)")
-        if threshold_update not in THRESHOLD_UPDATES:
-            raise ValueError(f"Sparse MeZO threshold_update={threshold_update!r}; valid: {', '.join(THRESHOLD_UPDATES)}")
+        valid = self.settings["threshold_update"].valid
+        if threshold_update not in valid:
+            raise ValueError(f"Sparse MeZO threshold_update={threshold_update!r}; valid: {', '.join(valid)}")
         if perturbation != "shadow" and perturbation != "auto":
             raise ValueError("Sparse MeZO recomputes its mask from unmoved weights: it always uses "
                              "perturbation='shadow'")
