@@ -1,4 +1,4 @@
-"""Stand-ins for the LM-BFF raw data files (tests/test_lmbff_data.py, test_lmbff_prepare.py)."""
+"""Stand-ins for the LM-BFF raw data files (tests/lmbff/test_lmbff_data.py, test_lmbff_prepare.py)."""
 
 from __future__ import annotations
 

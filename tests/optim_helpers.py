@@ -1,4 +1,4 @@
-"""Small models and closures the optimizer tests share (tests/test_mezo.py, test_estimators.py,
+"""Small models and closures the optimizer tests share (tests/optim/test_mezo.py, test_estimators.py,
 test_batched.py): a tiny OPT with a language-modelling loss, and a float64 MLP regression."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ do not come from Tables 15-16 (Table 3's non-differentiable objective, Table 4's
 estimators' own sources). A field written here replaces the table's grid of that field.
 
 The sweep files stay what Hydra runs (``python train.py -m +sweep=<name>``), so their numbers are
-written there too; ``tests/test_sweeps.py`` checks that each one expands to exactly
+written there too; ``tests/config/test_sweeps.py`` checks that each one expands to exactly
 :func:`sweep_grid`, so a sweep cannot drift from the table the protocol block shows.
 """
 

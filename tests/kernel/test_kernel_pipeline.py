@@ -19,7 +19,7 @@ from zoft.kernel.store import kernel_file, save_kernel
 from zoft.models.tiny import MASK, PAD
 from zoft.run import default_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cfg_for(tmp_path, **kernel):

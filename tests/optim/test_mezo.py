@@ -1,5 +1,6 @@
-"""MeZO engine: the estimate against autograd, n-SPSA, schedules, RNG isolation, resume, exact
-low-precision restore, first-order consumers of the ZO estimate."""
+"""MeZO: the estimate against autograd, n-SPSA, schedules, RNG isolation, resume, first-order
+consumers of the ZO estimate (the engine's parts: test_directions, test_displacement,
+test_shadow, test_trajectory)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from optim_helpers import flat, lm_closure, mlp, regression_closure, tiny_opt, o
 from zoft.config.schema import TinyArchConfig
 from zoft.models.tiny import build_tiny_model
 from zoft.optim.build import build_optimizer
-from zoft.optim.directions import CHUNK, DirectionSampler
 from zoft.optim.mezo import MeZO, ZOFirstOrder
 
 
@@ -106,27 +106,6 @@ def test_global_rng_is_untouched_and_any_scalar_closure_works():
     assert float(loss) == -0.5 and opt.last_projected_grads[0] == pytest.approx(0.25 / 2e-3)
 
 
-def test_directions_reproducible_across_threads_and_chunks():
-    # A tensor larger than one chunk, applied by 1 and by 3 threads: same bits.
-    shape = (CHUNK * 2 + 1234,)
-    outs = []
-    for threads in (1, 3):
-        p = torch.zeros(shape)
-        DirectionSampler("gaussian", seed=9, threads=threads).apply([(p, None, 4, 1.0, _terms(0.5))])
-        outs.append(p)
-    assert torch.equal(outs[0], outs[1])
-    z = DirectionSampler("gaussian", seed=9).direction(shape, 2, 0, 4)
-    torch.testing.assert_close(outs[0], 0.5 * z, rtol=0, atol=0)
-    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
-    r = DirectionSampler("rademacher", seed=9).direction(shape, 2, 0, 4)
-    assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(float(r.mean())) < 0.01
-
-
-def _terms(alpha):
-    from zoft.optim.directions import Term
-    return (Term(2, 0, alpha),)
-
-
 def _train(model, opt, steps, seed=0):
     for s in range(steps):
         opt.step(lm_closure(model, seed=seed + s))
@@ -153,50 +132,6 @@ def test_resume_from_saved_state_continues_bit_identically(kind):
     _train(resumed, opt2, 3, seed=3)
     for (n, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), n
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_restore_is_exact(dtype):
-    model = tiny_opt(dtype)
-    before = [p.detach().clone() for p in model.parameters()]
-    opt = MeZO(model.parameters(), lr=0.0, eps=1e-3, seed=2, model=model)
-    closure = lm_closure(model, batch=1, length=4)
-    for _ in range(1000):
-        opt.step(closure)
-    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
-    assert len(set(opt.last_projected_grads)) == 1 and opt.last_projected_grads[0] != 0.0
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_change_is_the_update_alone(dtype):
-    model = tiny_opt(dtype)
-    params = list(model.parameters())
-    reference = [p.detach().clone() for p in params]
-    opt = MeZO(params, lr=1e-2, eps=1e-3, seed=4, model=model)
-    for step in range(5):
-        opt.step(lm_closure(model, seed=step))
-        g = opt.last_projected_grads[0]
-        for i, r in enumerate(reference):  # the same update on weights that were never perturbed
-            r.add_(opt.direction_of(i, step), alpha=-1e-2 * g)
-    assert all(torch.equal(p, r) for p, r in zip(params, reference))
-
-
-def test_inplace_perturbation_in_bf16_does_drift():
-    # Why the shadow path exists: the original's +eps/-2eps/+eps does not restore bf16 weights.
-    model = tiny_opt(torch.bfloat16)
-    before = [p.detach().clone() for p in model.parameters()]
-    opt = MeZO(model.parameters(), lr=0.0, eps=1e-3, seed=2, perturbation="inplace")
-    closure = lm_closure(model, batch=1, length=4)
-    for _ in range(20):
-        opt.step(closure)
-    assert not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
-
-
-def test_low_precision_without_model_is_a_clear_error():
-    model = tiny_opt(torch.bfloat16)
-    with pytest.raises(ValueError, match="needs the model"):
-        MeZO(model.parameters(), lr=1e-3)
 
 
 def test_zo_first_order_writes_the_estimate_into_grad():

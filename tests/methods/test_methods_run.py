@@ -52,7 +52,7 @@ def test_mezo_presets_run_on_the_candidate_objective(tmp_path, preset):
 
 
 def test_presets_compose_their_parameterisation():
-    # The presets' LR/eps/weight decay per family are in tests/test_protocol.py (GOLDEN).
+    # The presets' LR/eps/weight decay per family are in tests/config/test_protocol.py (GOLDEN).
     for preset, name in (("mezo-lora", "lora"), ("mezo-prefix", "prefix"), ("mezo", "ft")):
         cfg = compose_config([f"method={preset}", "task=sst2"])
         assert cfg.method.name == name and cfg.optimizer.name == "mezo" and cfg.method.preset == preset

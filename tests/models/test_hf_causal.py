@@ -67,7 +67,7 @@ def test_each_method_finds_the_modules_the_table_names(family):
 
 @pytest.mark.parametrize("family", ZOO)
 def test_prefix_equals_the_tokens_in_front_and_ignores_padding(family):
-    """As tests/test_methods_prefix.py for OPT and LLaMA: the real-activation prefix of P random
+    """As tests/methods/test_methods_prefix.py for OPT and LLaMA: the real-activation prefix of P random
     tokens gives the logits of running those tokens in front (grouped-query attention, Qwen3's
     q/k norms, Gemma's scaled embeddings), and left padding leaves the real tokens' logits alone."""
     p = 5

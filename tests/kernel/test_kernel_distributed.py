@@ -28,7 +28,7 @@ def _kernels(train, dev, model):
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers
     torch.set_num_threads(1)
     from kernel_helpers import splits, tiny_roberta
 

@@ -1,7 +1,7 @@
 """HiZOO's behaviour on a diagonal quadratic L(x) = 1/2 sum_i a_i x_i^2 with curvatures a_i
 spread from 1 to 100: the diagonal Hessian it learns must precondition (the perturbation and
 step scale fall with the curvature), and it must not diverge where MeZO does not. The update
-itself is checked against a hand computation in tests/test_estimators.py."""
+itself is checked against a hand computation in tests/optim/test_estimators.py."""
 
 from __future__ import annotations
 

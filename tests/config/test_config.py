@@ -10,7 +10,7 @@ from conftest import CONF, compose_config
 from zoft.config.validate import ConfigError, validate
 from zoft.tasks import TASKS
 
-# `sweep` is appended with +sweep=NAME (not in the defaults list): tests/test_sweeps.py covers it.
+# `sweep` is appended with +sweep=NAME (not in the defaults list): tests/config/test_sweeps.py covers it.
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "sweep")
 
 
@@ -177,7 +177,7 @@ def test_every_option_builds_its_components_on_a_tiny_model(group, option, kshot
     from zoft.tasks.data import load_task_data
 
     if group == "task" and option not in ("demo", "sst-2-kshot"):
-        pytest.skip("task loaders are built in tests/test_opt_tasks.py and test_lmbff_data.py on fixtures")
+        pytest.skip("task loaders are built in tests/tasks/test_opt_tasks.py and test_lmbff_data.py on fixtures")
     cfg = compose_config(_with_path(_buildable(group, option, kshot_data), zoo_folder) + [
         "task.num_train=8", "task.num_dev=4", "task.num_test=4"])
     settle(cfg)
