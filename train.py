@@ -76,7 +76,13 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from pathlib import Path
 
-    from zoft.frontend import Stop, preflight
+    from zoft.errors import ZoftUserError
+
+    try:
+        from zoft.frontend import Stop, preflight
+    except ZoftUserError as err:  # an optimizer option whose class cannot be read (zoft/optim/registry.py)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
     try:  # before Hydra writes into the run folder; the folders it decides are pinned in argv
         if "--dry-run" in sys.argv[1:]:  # the protocol block, then exit: nothing loaded or written

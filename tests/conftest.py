@@ -39,7 +39,7 @@ def compose_config(overrides: list[str] | None = None):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides or []))
-    normalise(cfg.optimizer, list(overrides or []))  # as zoft.run.run and the command-line checks do
+    normalise(cfg, list(overrides or []))  # as zoft.run.run and the command-line checks do
     return cfg
 
 

@@ -141,3 +141,28 @@ def test_replay_rebuilds_the_reported_best_step_by_default(tmp_path, capsys):
     assert not torch.equal(trained_weights(tmp_path / "last")["lm_head.weight"], model.state_dict()["lm_head.weight"])
     with pytest.raises(SystemExit):
         main(["replay", "--trajectory", trajectory, "--out", str(tmp_path / "x"), "--step", "first"])
+
+
+FLAT_LEFTOVERS = {"momentum": 0.0, "betas": [0.9, 0.999], "adam_eps": 1e-8, "max_grad_norm": 1.0,
+                  "hessian_smooth": 1e-8, "sparsity": 0.75, "sign_of": "estimate", "zo_variant": "param_norm"}
+
+
+@pytest.mark.parametrize("optimizer", ["lozo", "mezo-adam"])
+def test_a_trajectory_recorded_with_the_flat_optimizer_schema_still_replays(tmp_path, optimizer):
+    """Runs recorded before each option had its own settings carry every option's keys in the
+    header's config (and no _target_); LOZO / MeZO-Adam were LowRankZO / ZOFirstOrder then."""
+    base = [o for o in ZO if not o.startswith("method=")]
+    run(compose_config(base + [f"output_dir={tmp_path}", "trainer.max_steps=5", "method=ft",
+                               f"optimizer={optimizer}", "optimizer.lr=1e-3"]))
+    path = tmp_path / "trajectory.bin"
+    data = path.read_bytes()
+    magic = data[:data.index(b"{") - 4]
+    (length,) = struct.unpack("<I", data[len(magic):len(magic) + 4])
+    header = json.loads(data[len(magic) + 4:len(magic) + 4 + length])
+    assert header["optimizer"]["class"] == {"lozo": "LowRankZO", "mezo-adam": "ZOFirstOrder"}[optimizer]
+    old = {k: v for k, v in header["config"]["optimizer"].items() if not k.startswith("_")}
+    header["config"]["optimizer"] = {**FLAT_LEFTOVERS, **old}
+    blob = json.dumps(header).encode()
+    path.write_bytes(magic + struct.pack("<I", len(blob)) + blob + data[len(magic) + 4 + length:])
+    model, _ = replay_run(path)
+    assert_same(trained_weights(tmp_path), model.state_dict())

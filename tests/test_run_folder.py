@@ -54,13 +54,22 @@ BAD_CONFIG = [  # (overrides, text the message must contain)
     (["trainer.batch_size=0"], "trainer.batch_size=0 must be >= 1"),
     (["trainer.num_epochs=-1"], "trainer.num_epochs=-1.0 must be > 0"),
     (["optimizer.momentum=1.5", "optimizer=sgd", "method=ft"], "optimizer.momentum=1.5 must be in [0, 1)"),
-    (["+optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a setting of optimizer=mezo; did you mean "
-                                        "optimizer.lr?"),
-    (["optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a setting of optimizer=mezo; did you mean "
-                                       "optimizer.lr?"),
+    (["+optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a setting of optimizer=mezo (did you "
+                                        "mean optimizer.lr?)"),
+    (["optimizer.learning_rate=1e-2"], "optimizer.learning_rate is not a setting of optimizer=mezo (did you "
+                                       "mean optimizer.lr?)"),
     (["optimizer=adam", "optimizer.eps=0.5"], "optimizer.eps is not a setting of optimizer=adam (the zeroth-order "
                                               "optimizers have it); its settings: lr, weight_decay, max_grad_norm, "
                                               "betas, adam_eps"),
+    (["optimizer=adam", "optimizer.eps=0.5", "optimizer.momentum=0.9"],
+     "\n  - optimizer.momentum is not a setting of optimizer=adam (sgd, mezo-sgd, zo-sgd-mmt have it)"),
+    (["optimizer=mezo", "optimizer.name=adam"], "optimizer.name='adam' renames optimizer=mezo without changing it; "
+                                                "choose the optimizer with optimizer=adam"),
+    (["~optimizer"], "no optimizer: choose one with optimizer=<name> (sgd, adam, mezo,"),
+    (["optimizer=hizoo", "optimizer.n_directions=2"], "optimizer.n_directions=2 must be 1 (directions per step; "
+                                                      "HiZOO uses one)"),
+    (["-m", "+sweep=opt-lozo", "optimizer=mezo", "task=demo"],
+     "optimizer.lowrank_rank is not a setting of optimizer=mezo (lozo, subzero have it)"),
     (["+trainer.max_step=10"], "trainer.max_step is not a config key; did you mean trainer.max_steps?"),
     (["trainer.max_step=10"], "did you mean max_steps?"),
     (["task=sst3"], "unknown task option 'sst3'. Did you mean sst2?"),

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf, open_dict
 
 from zoft.config.bounds import schema_fields_of
 from zoft.config.optimizer_checks import normalise, unknown_setting
-from zoft.optim.registry import OPTIMIZERS
+from zoft.optim.registry import OPTIMIZERS, RESERVED
 from zoft.config.preflight import unknown_group_choice
 from zoft.config.protocol import settle
 from zoft.config.store import register_configs
@@ -187,6 +187,9 @@ def _plan_sweep(argv: list[str], overrides: list[str], conf_dir: Path) -> list[s
         cfg = _compose([o.input_line for o in constants], conf_dir)
     except Stop:
         return argv  # each job reports its own composition error
+    problems = _sweep_problems(cfg, parsed)
+    if problems:
+        raise Stop(2, "error: invalid configuration:\n  - " + "\n  - ".join(problems))
     sweep_dir = _resolved(cfg, SWEEP_DIR_KEY)
     if sweep_dir is not None:
         argv = _set_override(argv, SWEEP_DIR_KEY, sweep_dir)
@@ -268,23 +271,38 @@ def _compose(overrides: list[str], conf_dir: Path):
         raise Stop(2, f"error: {message}") from None
     finally:
         GlobalHydra.instance().clear()
-    normalise(cfg.optimizer, overrides)  # as run() does: the same record in the check and in the run
+    if OmegaConf.is_missing(cfg, "optimizer"):  # `~optimizer`
+        raise Stop(2, f"error: no optimizer: choose one with optimizer=<name> ({', '.join(OPTIMIZERS)})")
+    normalise(cfg, overrides)  # as run() does: the same record in the check and in the run
     return cfg
 
 
 def _optimizer_key_message(overrides: list[str], conf_dir: Path, err: Exception) -> Optional[str]:
-    """``optimizer.<key>=...`` for a key the chosen option does not have: the option's own
-    message (its settings), learnt by composing the command without that override."""
-    match = re.search(r"Could not override '(optimizer\.(\w+))'", str(err))
+    """``optimizer.<key>=...`` for keys the chosen option does not have: the option's own message
+    for each (its settings), the option learnt by composing the command without those overrides."""
+    match = re.search(r"Could not override 'optimizer\.\w+'", str(err))
     if not match or "not in struct" not in " ".join([str(err), str(err.__cause__)]):
         return None
-    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{match.group(1)}=")]
+    typed = [o for o in overrides if o.lstrip("+~").startswith("optimizer.")]
     try:
-        name = _compose(rest, conf_dir).optimizer.get("name")
+        name = _compose([o for o in overrides if o not in typed], conf_dir).optimizer.get("name")
     except Stop:
         return None
     record = OPTIMIZERS.get(name)
-    return unknown_setting(record, match.group(2)) if record else None
+    keys = [o.lstrip("+~").split("=", 1)[0].split(".")[1] for o in typed]
+    problems = [unknown_setting(record, k) for k in keys if record and k not in record.settings and k not in RESERVED]
+    return "invalid configuration:\n  - " + "\n  - ".join(problems) if problems else None
+
+
+def _sweep_problems(cfg, parsed) -> list[str]:
+    """Swept ``optimizer.<key>`` values (the command's or a sweep file's) that the chosen option
+    does not have: each job would fail to compose (an optimizer swept itself is left to the jobs)."""
+    if any(o.key_or_group == "optimizer" and o.is_sweep_override() for o in parsed):
+        return []
+    record = OPTIMIZERS.get(cfg.optimizer.get("name"))
+    swept = [o.key_or_group for o in parsed if o.is_sweep_override()] + list(cfg.hydra.sweeper.get("params") or {})
+    keys = [k.lstrip("+~").split(".")[1] for k in swept if k.lstrip("+~").startswith("optimizer.")]
+    return [unknown_setting(record, k) for k in dict.fromkeys(keys) if record and k not in record.settings]
 
 
 def _composition_message(err: Exception) -> str:

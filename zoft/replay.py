@@ -22,6 +22,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from zoft.config.optimizer_checks import normalise
 from zoft.optim.trajectory import (Trajectory, TrajectoryError, check_names, check_until_step, describe_size,
                                    read_trajectory, replay_into, weights_checksum)
 from zoft.outputs import write_json
@@ -41,6 +42,8 @@ def _config_for(traj: Trajectory, base: Optional[str], device: Optional[str]):
             cfg.model.path = base
     if device:
         cfg.model.device = device
+    # A run recorded when one flat schema held every optimizer's keys: keep the option's own.
+    normalise(cfg, typed=[])
     return cfg
 
 

@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
-    normalise(cfg.optimizer, typed_overrides())
+    normalise(cfg, typed_overrides())
     # The protocol table's lookups become plain values; each field remembers where it came from.
     protocol = settle(cfg, typed_overrides())
     main = distributed.is_main_process()  # under torchrun only rank 0 writes files
@@ -255,7 +255,9 @@ def _execute(cfg: DictConfig, run_dir: Path, results: RunResults, results_file: 
 
 
 def default_config(**overrides: Any) -> DictConfig:
-    """A structured config with schema defaults, for use outside Hydra (tests, notebooks)."""
+    """A config for use outside Hydra (tests, notebooks): the schema's defaults, the optimizer
+    option's file (mezo unless ``optimizer={"name": ...}``) and the paper's protocol table, which
+    its ``${protocol:...}`` values are looked up in (they need the model and the task)."""
     register_resolvers()
     base = OmegaConf.structured(RunConfig)
     # The optimizer node: the option file as written (mezo unless overrides name another), its

@@ -74,7 +74,7 @@ def test_wrong_type_is_rejected():
         compose_config(["trainer.max_steps=fast"])
     assert isinstance(err.value.__cause__, (ValidationError, ConfigKeyError))
     # The optimizer node has each option's own settings, typed by its class's declarations.
-    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  - optimizer.lr='fast' must be a float "
+    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  - optimizer.lr='fast' must be a number "
                                           r"\(the learning rate\)$"):
         validate(compose_config(["optimizer.lr=fast"]))
 

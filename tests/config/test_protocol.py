@@ -289,7 +289,7 @@ def test_each_optimizer_file_sets_exactly_the_settings_its_class_declares():
 
     for name, record in OPTIMIZERS.items():
         written = OmegaConf.to_container(OmegaConf.load(CONF / "optimizer" / f"{name}.yaml"), resolve=False)
-        assert written["name"] == name and written["_partial_"] is True, name
+        assert written["name"] == name and written["_target_"] == record.target, name
         assert sorted(set(written) - set(RESERVED)) == sorted(record.settings), name
         assert set(record.own) <= set(record.settings), name
 

@@ -92,6 +92,46 @@ def test_a_new_estimator_module_is_read_with_its_base_declarations(tmp_path, mon
     assert "my_estimator" not in sys.modules  # read, not imported
 
 
+def test_several_bases_merge_in_the_order_python_looks_them_up(tmp_path, monkeypatch):
+    (tmp_path / "mixed_estimator.py").write_text(textwrap.dedent('''
+        from zoft.optim.mezo import MeZO
+        from zoft.optim.spec import Capabilities, Setting
+
+
+        class First:
+            settings = {"lr": Setting("float", ">0", "first's lr"), "alpha": Setting("float", ">=0", "a")}
+
+
+        class Second:
+            settings: dict = {"lr": Setting("float", ">=1", "second's lr"), "beta": Setting("int", ">=0", "b")}
+
+
+        class Both(First, Second, MeZO):
+            capabilities = Capabilities(summary="both", zeroth_order=True, forward_passes="2n")
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, settings, _ = read_declarations("mixed_estimator.Both")
+    import mixed_estimator
+
+    assert dict(settings) == declared_settings(mixed_estimator.Both)
+    assert dict(settings)["lr"].what == "first's lr"
+
+
+@pytest.mark.parametrize("source,message", [
+    ("from zoft.optim import MeZO\n\nclass Lazy(MeZO):\n    pass\n", "import it from the module that defines it"),
+    ("class Orphan(Missing):\n    pass\n", "its base Missing is neither defined nor imported"),
+    ("from zoft.optim.spec import Setting\n\nclass Bad:\n    settings = {'x': Setting('complex', '', 'x')}\n",
+     "Setting kind='complex'"),
+])
+def test_an_unreadable_class_is_one_clear_error(tmp_path, monkeypatch, source, message):
+    module = f"unreadable_{abs(hash(source)) % 10**6}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = source.split("class ")[1].split("(")[0].split(":")[0]
+    with pytest.raises(DeclarationError, match=message):
+        read_declarations(f"{module}.{name}")
+
+
 def test_a_declaration_that_is_not_a_literal_is_refused(tmp_path, monkeypatch):
     (tmp_path / "computed_estimator.py").write_text(textwrap.dedent('''
         from zoft.optim.mezo import MeZO

@@ -83,7 +83,7 @@ def spoken(rule: str) -> str:
     """``>=0`` -> ``>= 0``; ``[0,1)`` -> ``in [0, 1)``."""
     if rule[0] in "[(":
         low, high = rule[1:-1].split(",")
-        return f"= {low}" if low == high else "in " + rule.replace(",", ", ")
+        return low if low == high else "in " + rule.replace(",", ", ")
     op = rule.rstrip("0123456789.-")
     return f"{op} {rule[len(op):]}"
 

@@ -11,7 +11,7 @@ import difflib
 import math
 from typing import Any, Optional, Sequence
 
-from omegaconf import DictConfig, ListConfig, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from zoft.config.bounds import ALIASES, satisfies, spoken
 from zoft.config.preflight import MOVED
@@ -23,7 +23,7 @@ def unknown_setting(record: OptimizerRecord, key: str) -> str:
     """The message for ``optimizer.<key>`` that the option ``record`` does not have."""
     alias = ALIASES.get(key)
     close = [alias] if alias in record.settings else difflib.get_close_matches(key, list(record.settings), n=1, cutoff=0.6)
-    hint = f"; did you mean optimizer.{close[0]}?" if close else ""
+    hint = f" (did you mean optimizer.{close[0]}?)" if close else ""
     owners = "" if close else _owners(key)
     return (f"optimizer.{key} is not a setting of optimizer={record.name}{hint}{owners}; "
             f"its settings: {', '.join(record.settings)}")
@@ -49,8 +49,9 @@ def setting_problem(key: str, value: Any, setting: Setting) -> str | None:
     if value is None:
         return None if nullable else f"{full}=null is not valid; it is {setting.what}"
     if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
-        kind = setting.kind.rstrip("?").replace("floats", "list of numbers").replace("str", "string")
-        return f"{full}={value!r} must be a {kind} ({setting.what})"
+        kind = {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
+                "floats": "a list of numbers"}[setting.kind.rstrip("?")]
+        return f"{full}={value!r} must be {kind} ({setting.what})"
     if setting.kind == "floats":
         numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if len(numbers) != len(value) or not all(math.isfinite(v) for v in numbers):
@@ -76,11 +77,15 @@ def option_problems(o: DictConfig) -> list[str]:
     record = OPTIMIZERS.get(name)
     if record is None:
         return [f"optimizer.name={name!r} is not valid; choose one of {', '.join(OPTIMIZERS)}"]
-    problems = [unknown_setting(record, key) for key in o if key not in record.settings and key not in RESERVED]
     target = o.get("_target_", record.target)
     if target != record.target:
-        problems.append(f"optimizer._target_={target!r} but optimizer={name} is {record.target}; another class is "
-                        "another option: its own conf/optimizer/<name>.yaml (docs/estimators.md, Adding an estimator)")
+        composed = next((n for n, r in OPTIMIZERS.items() if r.target == target), None)
+        if composed is not None:  # optimizer.name=<another> typed over an option file
+            return [f"optimizer.name={name!r} renames optimizer={composed} without changing it; choose the "
+                    f"optimizer with optimizer={name}"]
+        return [f"optimizer._target_={target!r} but optimizer={name} is {record.target}; another class is "
+                "another option: its own conf/optimizer/<name>.yaml (docs/estimators.md, Adding an estimator)"]
+    problems = [unknown_setting(record, key) for key in o if key not in record.settings and key not in RESERVED]
     for key, setting in record.settings.items():
         if key not in o:
             problems.append(f"optimizer.{key} is missing: optimizer={name} needs it ({setting.what}); "
@@ -129,16 +134,21 @@ def run_problems(cfg: DictConfig) -> list[str]:
 
 def optimizer_problems(cfg: DictConfig) -> list[str]:
     """Every problem of ``cfg.optimizer``: its own first; the run's rules only for a sound option."""
+    if OmegaConf.is_missing(cfg, "optimizer") or not isinstance(cfg.optimizer, DictConfig):
+        return [f"no optimizer: choose one with optimizer=<name> ({', '.join(OPTIMIZERS)})"]
     own = option_problems(cfg.optimizer)
     return own or run_problems(cfg)
 
 
-def normalise(o: DictConfig, typed: Optional[Sequence[str]] = None) -> None:
+def normalise(cfg: DictConfig, typed: Optional[Sequence[str]] = None) -> None:
     """The optimizer node as the run records it: a preset's key that the chosen option does not
     have is dropped (a sweep or experiment file written for MeZO sets ``optimizer.eps``; with
     ``optimizer=adam`` typed, that value does nothing), while a key typed on the command line
     (``typed``; None: every key counts as typed) stays and is refused by :func:`option_problems`.
     A float setting typed as an integer (``optimizer.lr=1``) is stored as a float (1.0)."""
+    if OmegaConf.is_missing(cfg, "optimizer") or not isinstance(cfg.get("optimizer"), DictConfig):
+        return  # no optimizer node (`~optimizer`): optimizer_problems says so
+    o = cfg.optimizer
     record = OPTIMIZERS.get(o.get("name"))
     if record is not None and typed is not None:
         typed_keys = {t.lstrip("+~").split("=", 1)[0] for t in typed}

@@ -146,7 +146,12 @@ class MeZO(torch.optim.Optimizer):
         """Forward passes of the step just taken: the declared formula (two-point SPSA: 2n;
         FZOO: n+1; HiZOO: 3; one-point: 1) at this step's n; estimators whose count depends on
         more than n (layer groups) override it."""
-        return passes_per_step(self.capabilities.forward_passes, self.n_directions)
+        passes = passes_per_step(self.capabilities.forward_passes, self.n_directions)
+        if passes is None:
+            raise NotImplementedError(f"{type(self).__name__} declares forward_passes="
+                                      f"{self.capabilities.forward_passes!r}, not a formula in n; override "
+                                      "forward_passes_per_step")
+        return passes
 
     @property
     def record_width(self) -> int:
@@ -400,7 +405,9 @@ class ZOFirstOrder(MeZO):
         self.inner_name = inner
 
     def describe(self) -> dict:
-        return {**super().describe(), "inner": self.inner_name,
+        # "class": this engine's name for MeZO-Adam and MeZO-SGD (``inner`` says which), as
+        # recorded before they were classes of their own: their trajectories replay either way.
+        return {**super().describe(), "class": "ZOFirstOrder", "inner": self.inner_name,
                 "inner_defaults": {k: v for k, v in self.inner.defaults.items() if isinstance(v, (int, float, tuple, list, bool))}}
 
     def _descend(self, grads: Sequence[float]) -> None:

@@ -8,13 +8,15 @@ in a fraction of a second, before torch loads. :func:`zoft.optim.build.build_opt
 the class itself; a test keeps what is read here equal to what the imported classes say.
 
 Adding an optimizer is therefore: its module (the class with its two declarations), its
-``conf/optimizer/<name>.yaml`` (``_target_``, ``_partial_: true`` and a value for every setting),
+``conf/optimizer/<name>.yaml`` (``_target_`` and a value for every setting),
 its protocol row, and its tests.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+from ast import ClassDef
 import importlib.util
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zoft.config.groups import group_options, option_file
+from zoft.errors import ZoftUserError
 from zoft.optim.spec import Capabilities, Setting
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # zoft/
@@ -42,8 +45,9 @@ class OptimizerRecord:
     own: tuple[str, ...] = ()
 
 
-class DeclarationError(ValueError):
-    """An optimizer class whose declarations cannot be read as literals."""
+class DeclarationError(ZoftUserError, ValueError):
+    """An optimizer option whose class or declarations cannot be read (the command line prints
+    it as one line)."""
 
 
 # --- reading a class's declarations from its source ------------------------------------------
@@ -56,9 +60,15 @@ def _literal(node: ast.expr, where: str) -> Any:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CONSTRUCTORS:
         args = [_literal(a, where) for a in node.args]
         kwargs = {k.arg: _literal(k.value, where) for k in node.keywords}
-        return _CONSTRUCTORS[node.func.id](*args, **kwargs)
+        try:
+            return _CONSTRUCTORS[node.func.id](*args, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise DeclarationError(f"{where}: {ast.unparse(node)[:80]}: {err}") from None
     if isinstance(node, ast.Dict):
         return {_literal(k, where): _literal(v, where) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Dict) and None in node.keys:
+        raise DeclarationError(f"{where}: write each setting out (a ** unpacking is not read; a subclass's "
+                               "settings add to its bases' by themselves)")
     try:
         return ast.literal_eval(node)
     except ValueError:
@@ -69,6 +79,8 @@ def _literal(node: ast.expr, where: str) -> Any:
 def _module_tree(module: str) -> tuple[ast.Module, str]:
     if module.startswith("zoft."):
         path = PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        if not path.is_file():
+            path = path.with_suffix("") / "__init__.py"  # a package
     else:
         spec = importlib.util.find_spec(module)
         path = Path(spec.origin) if spec and spec.origin else Path()
@@ -77,24 +89,46 @@ def _module_tree(module: str) -> tuple[ast.Module, str]:
     return ast.parse(path.read_text(), filename=str(path)), str(path)
 
 
-def _class_node(module: str, name: str) -> Optional[ast.ClassDef]:
+def _class_node(module: str, name: str) -> Optional[ClassDef]:
     tree, _ = _module_tree(module)
     return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
 
 
-def _base_locations(module: str, node: ast.ClassDef) -> list[tuple[str, str]]:
-    """(module, class) of each base class that zoft defines (torch's are left out)."""
-    tree, _ = _module_tree(module)
-    imported = {alias.asname or alias.name: (stmt.module, alias.name)
-                for stmt in tree.body if isinstance(stmt, ast.ImportFrom) and (stmt.module or "").startswith("zoft")
-                for alias in stmt.names}
+def _imported_names(module: str, tree: ast.Module) -> dict[str, tuple[str, str]]:
+    """name -> (module, name) of the ``from ... import`` statements (relative ones resolved)."""
+    names = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom):
+            source = stmt.module or ""
+            if stmt.level:
+                package = module.rsplit(".", stmt.level)[0]
+                source = f"{package}.{source}" if source else package
+            for alias in stmt.names:
+                names[alias.asname or alias.name] = (source, alias.name)
+    return names
+
+
+def _base_locations(module: str, node: ClassDef) -> list[tuple[str, str]]:
+    """(module, class) of each base class that zoft defines, in the class's order (torch's and
+    other libraries' are left out: they declare nothing)."""
+    tree, path = _module_tree(module)
+    imported = _imported_names(module, tree)
     found = []
     for base in node.bases:
-        if isinstance(base, ast.Name):
-            if base.id in imported:
-                found.append(imported[base.id])
-            elif _class_node(module, base.id) is not None:
-                found.append((module, base.id))
+        if not isinstance(base, ast.Name) or base.id in vars(builtins):
+            continue  # torch.optim.SGD and the like, object
+        if _class_node(module, base.id) is not None:
+            found.append((module, base.id))
+        elif base.id in imported:
+            source, name = imported[base.id]
+            if source.startswith("zoft"):
+                if _class_node(source, name) is None:
+                    raise DeclarationError(f"{module}.{node.name}: its base {name} is not defined in {source} "
+                                           f"({_module_tree(source)[1]}); import it from the module that defines "
+                                           "it (e.g. from zoft.optim.mezo import MeZO)")
+                found.append((source, name))
+        else:
+            raise DeclarationError(f"{module}.{node.name}: its base {base.id} is neither defined nor imported in {path}")
     return found
 
 
@@ -107,19 +141,24 @@ def read_declarations(target: str) -> tuple[Optional[Capabilities], tuple[tuple[
     if node is None:
         raise DeclarationError(f"{target}: no class {name!r} in {_module_tree(module)[1]}")
     capabilities, settings, root = None, {}, frozenset()
-    for base in _base_locations(module, node):
-        base_caps, base_settings, base_root = read_declarations(".".join(base))
+    bases = [read_declarations(".".join(base)) for base in _base_locations(module, node)]
+    for base_caps, _, _ in bases:  # the first base that declares them, as attribute lookup finds
         capabilities = capabilities or base_caps
+    for _, base_settings, base_root in reversed(bases):  # an earlier base's entry wins, as in the MRO
         settings.update(dict(base_settings))
-        root = root or base_root
+        root = root | base_root
     own = {}
     for stmt in node.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            key = stmt.targets[0].id
-            if key == "capabilities":
-                capabilities = _literal(stmt.value, target)
-            elif key == "settings":
-                own = _literal(stmt.value, target)
+            key, value = stmt.targets[0].id, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+            key, value = stmt.target.id, stmt.value
+        else:
+            continue
+        if key == "capabilities":
+            capabilities = _literal(value, target)
+        elif key == "settings":
+            own = _literal(value, target)
     settings.update(own)
     return capabilities, tuple(settings.items()), root or frozenset(own)
 
@@ -147,9 +186,10 @@ def _load() -> dict[str, OptimizerRecord]:
 
 OPTIMIZERS: dict[str, OptimizerRecord] = _load()
 
-# The keys of every option that are not constructor arguments: the option's name and the
-# instantiation keys of Hydra's convention.
-RESERVED = ("name", "_target_", "_partial_")
+# The keys of every option that are not settings: its name, and the class that
+# zoft.optim.build.build_optimizer instantiates (``_target_``, as in Hydra; the settings go to
+# the constructor arguments their declarations name, so hydra.utils.instantiate is not used).
+RESERVED = ("name", "_target_")
 
 
 def optimizer_record(name: str) -> OptimizerRecord:

@@ -14,6 +14,7 @@ them from the class. This module holds only the two record types, so that both s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -74,13 +75,12 @@ class Capabilities:
 def passes_per_step(formula: str, n: int) -> Optional[int]:
     """The forward passes of ``formula`` (``2n``, ``n+1``, ``2n+3``, ``3``) at n directions; None
     for a formula that depends on more than n (a schedule, layer groups)."""
-    text = formula.replace(" ", "")
-    scale, _, offset = text.partition("n")
-    if not text.replace("n", "").replace("+", "").isdigit() and text != "n":
+    match = re.fullmatch(r"(?:(\d*)n)?(?:\+?(\d+))?", formula.replace(" ", ""))
+    if not formula.strip() or match is None:
         return None
-    if "n" not in text:
-        return int(text)
-    return (int(scale) if scale else 1) * n + (int(offset.lstrip("+")) if offset else 0)
+    scale, offset = match.groups()
+    has_n = "n" in formula
+    return (int(scale or 1) * n if has_n else 0) + int(offset or 0)
 
 
 def declared_settings(cls: type) -> dict[str, Setting]:

@@ -21,9 +21,12 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from zoft.errors import ZoftUserError
+
+if TYPE_CHECKING:  # annotations only
+    from zoft.optim.build import ZerothOrderOptimizer
 
 MAGIC = b"ZOFTTRJ1"
 
@@ -59,7 +62,7 @@ def weights_checksum(params) -> float:
 class TrajectoryWriter:
     """Appends one record per optimizer step to ``path`` (header written on open)."""
 
-    def __init__(self, path: Path | str, optimizer, names: Optional[Sequence[str]] = None,
+    def __init__(self, path: Path | str, optimizer: ZerothOrderOptimizer, names: Optional[Sequence[str]] = None,
                  config: Optional[dict] = None, resume: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

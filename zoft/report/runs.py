@@ -205,7 +205,10 @@ def load_runs(folders: list[Path]) -> list[Run]:
 def config_labels(runs: list[Run]) -> dict[Path, str]:
     """Name each run by the config values that differ within ``runs`` ("optimizer.lr=1e-06")."""
     keys = sorted({k for r in runs for k in r.flat})
-    varying = [k for k in keys if len({repr(r.flat.get(k)) for r in runs}) > 1]
+    # An optimizer key that only some runs have is one option's own setting (or a key of the flat
+    # schema of older records): the optimizer's name already tells those runs apart.
+    varying = [k for k in keys if len({repr(r.flat.get(k)) for r in runs}) > 1
+               and not k.startswith("optimizer._") and not (k.startswith("optimizer.") and not all(k in r.flat for r in runs))]
     labels = {}
     for run in runs:
         parts = [f"{k}={run.flat.get(k)}" for k in varying]

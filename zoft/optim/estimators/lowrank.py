@@ -147,7 +147,10 @@ class LowRankZO(MeZO):
         self.use_sampler(LowRankSampler(self.sampler, shapes, kind, self.rank, self.interval))
 
     def describe(self) -> dict:
-        return {**super().describe(), "rule": self.kind, "rank": self.rank, "interval": self.interval}
+        # "class": this engine's name for both options (the rule says which), as recorded before
+        # LOZO and SubZero were classes of their own: their trajectories replay either way.
+        return {**super().describe(), "class": "LowRankZO", "rule": self.kind, "rank": self.rank,
+                "interval": self.interval}
 
 
 class LOZO(LowRankZO):
