@@ -7,17 +7,14 @@ import json
 import pytest
 import torch
 
-from conftest import FIXTURES, compose_config
-from zoft.lmbff.catalog import LMBFF_TASKS
-from zoft.lmbff.kshot import generate_kshot
+from conftest import compose_config
+from lmbff_helpers import sst2_kshot_root
 from zoft.run import run
 
 
 @pytest.fixture(scope="module")
 def kshot_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kshot")
-    generate_kshot(LMBFF_TASKS["sst-2-kshot"], FIXTURES / "lmbff" / "SST-2", root, 4, [42])
-    return root
+    return sst2_kshot_root(tmp_path_factory, 4)
 
 
 def overrides(root, out, *extra) -> list[str]:

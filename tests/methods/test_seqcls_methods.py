@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FIXTURES, compose_config
+from conftest import compose_config
 from zoft.config.schema import MethodConfig, TinyArchConfig
+from lmbff_helpers import sst2_kshot_root
 from zoft.lmbff.catalog import LMBFF_TASKS
-from zoft.lmbff.kshot import generate_kshot
 from zoft.methods import apply_method
 from zoft.errors import MethodError
 from zoft.methods.seqcls import head_prefix
@@ -161,9 +161,7 @@ def test_a_three_class_probe_is_written_into_the_head(family):
 
 @pytest.fixture(scope="module")
 def kshot_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kshot")
-    generate_kshot(LMBFF_TASKS["sst-2-kshot"], FIXTURES / "lmbff" / "SST-2", root, 8, [42])
-    return root
+    return sst2_kshot_root(tmp_path_factory, 8)
 
 
 def overrides(root, out, *extra) -> list[str]:
