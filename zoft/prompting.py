@@ -39,7 +39,7 @@ def gold_text(spec: TaskSpec, ex: Example) -> str:
 
 def render_demos(spec: TaskSpec, demos: Sequence[Example]) -> str:
     """Demonstrations verbalised with their own gold answer, stripped, joined by a blank line."""
-    parts = [spec.template.verbalize(d, gold_text(spec, d)).strip() for d in demos]
+    parts = [spec.prompt.verbalize(d, gold_text(spec, d)).strip() for d in demos]
     return DEMO_SEPARATOR.join(parts).strip()
 
 
@@ -80,7 +80,7 @@ def encode_example(
     max_new_tokens: int = 50,
 ) -> EncodedExample:
     """Encode ``ex`` (with optional ICL demonstrations) into model inputs."""
-    tpl = spec.template
+    tpl = spec.prompt
     calibrate = sfc or icl_sfc
     if calibrate and (tpl.encode_sfc is None or tpl.verbalize_sfc is None):
         raise ValueError(f"task {spec.name} has no calibration (SFC) prompts; set method.sfc=false")

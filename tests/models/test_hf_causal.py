@@ -214,7 +214,7 @@ def test_prompts_render_with_each_tokenizers_bos_rules(folders, family):
     spec = get_task("sst2")
     ex = Example(fields={"sentence": "the acting was really quite good ."}, candidates=("terrible", "great"), gold=1)
     enc = encode_example(spec, ex, tok, max_length=2048)
-    prompt = tok.encode(spec.template.encode(ex).strip(" "))
+    prompt = tok.encode(spec.prompt.encode(ex).strip(" "))
     bos = BOS_FIRST[family]
     if bos is None:  # Qwen: no BOS token exists and none is added
         assert tok.bos_token is None and prompt[0] not in tok.all_special_ids
@@ -227,7 +227,7 @@ def test_prompts_render_with_each_tokenizers_bos_rules(folders, family):
     # ICL left-truncation keeps the BOS of tokenizers that add one, and cuts any other from the left
     long = Example(fields={"sentence": "the movie was good . " * 60}, candidates=("terrible", "great"), gold=1)
     cut = encode_example(spec, long, tok, max_length=32)
-    full = tok.encode(spec.template.verbalize(long, "great").strip(" "))
+    full = tok.encode(spec.prompt.verbalize(long, "great").strip(" "))
     row = list(cut.input_ids[1])
     assert len(row) == 32 and row[-5:] == full[-5:]
     assert row == (full[:1] + full[-31:] if bos else full[-32:])

@@ -30,11 +30,11 @@ def tiny():
 
 
 def verbalized(name: str, fields: dict, cand: str) -> str:
-    return get_task(name).template.verbalize(Example(fields=fields, candidates=(cand,)), cand)
+    return get_task(name).prompt.verbalize(Example(fields=fields, candidates=(cand,)), cand)
 
 
 def encoded(name: str, fields: dict) -> str:
-    return get_task(name).template.encode(Example(fields=fields))
+    return get_task(name).prompt.encode(Example(fields=fields))
 
 
 # --- golden renderings (exact strings of large_models/templates.py) ----------------------------------------
@@ -80,7 +80,7 @@ def test_copa_connective_period_and_capitalisation():
     assert verbalized("copa", effect, "He went to bed.") == "The man was tired so he went to bed."
     assert verbalized("copa", cause, "I was outside.") == "My body cast a shadow because I was outside."
     assert verbalized("copa", cause, "The SUN rose.") == "My body cast a shadow because the SUN rose."
-    tpl = get_task("copa").template
+    tpl = get_task("copa").prompt
     ex = Example(fields=effect, candidates=("He slept.",))
     assert tpl.encode_sfc(ex) == "so" and tpl.verbalize_sfc(ex, "He slept.") == "so he slept."
 
@@ -89,17 +89,17 @@ def test_record_highlights_and_placeholder():
     fields = {"passage": "Ann met Bob.\n@highlight\nAnn and Bob talked\n@highlight\nNo one else", "query": "Later @placeholder left."}
     assert encoded("record", fields) == "Ann met Bob.\n- Ann and Bob talked\n- No one else\n-"
     assert verbalized("record", fields, "Bob") == "Ann met Bob.\n- Ann and Bob talked\n- No one else\n- Later Bob left."
-    tpl = get_task("record").template
+    tpl = get_task("record").prompt
     assert tpl.verbalize_sfc(Example(fields=fields), "Ann") == "- Later Ann left."
 
 
 def test_squad_drop_golden():
     squad = {"title": "T", "context": "C.", "question": " Where? "}
     assert encoded("squad", squad) == "Title: T\nContext: C.\nQuestion: Where?\nAnswer:"
-    assert get_task("squad").template.verbalize(Example(fields=squad), "here") == "Title: T\nContext: C.\nQuestion: Where?\nAnswer: here\n"
+    assert get_task("squad").prompt.verbalize(Example(fields=squad), "here") == "Title: T\nContext: C.\nQuestion: Where?\nAnswer: here\n"
     drop = {"passage": "P.", "question": "How many? "}
-    assert get_task("drop").template.verbalize(Example(fields=drop), "3") == "Passage: P.\nQuestion: How many?\nAnswer: 3\n"
-    assert get_task("squad").template.encode_sfc is None
+    assert get_task("drop").prompt.verbalize(Example(fields=drop), "3") == "Passage: P.\nQuestion: How many?\nAnswer: 3\n"
+    assert get_task("squad").prompt.encode_sfc is None
 
 
 def test_prompt_keeps_trailing_newline_and_option_is_the_label_word(tiny):

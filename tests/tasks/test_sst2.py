@@ -25,9 +25,9 @@ def tiny():
 def test_sst2_template_golden():
     spec = get_task("sst2")
     ex = Example(fields={"sentence": " a charming journey . "}, candidates=("terrible", "great"), gold=1)
-    assert spec.template.encode(ex) == "a charming journey . It was"
-    assert spec.template.verbalize(ex, "great") == "a charming journey . It was great"
-    assert spec.template.verbalize_sfc(ex, "terrible") == " It was terrible"
+    assert spec.prompt.encode(ex) == "a charming journey . It was"
+    assert spec.prompt.verbalize(ex, "great") == "a charming journey . It was great"
+    assert spec.prompt.verbalize_sfc(ex, "terrible") == " It was terrible"
 
 
 def test_option_len_counts_the_candidate_tokens(tiny):

@@ -42,7 +42,7 @@ def _check_opt_task_options(problems: list[str], cfg: DictConfig, spec) -> None:
                         "(sfc: calibrate without demonstrations, icl_sfc: with them)")
     if spec is not None and (me.sfc or me.icl_sfc):
         flag = "method.sfc" if me.sfc else "method.icl_sfc"
-        if spec.kind == "generation" or spec.template.encode_sfc is None:
+        if spec.kind == "generation" or spec.prompt.encode_sfc is None:
             problems.append(f"{flag}=true but task {spec.name!r} has no calibration (SFC) prompt; "
                             "set it to false (SFC exists for the classification and multiple-choice tasks)")
     if t.objective == "metric" and cfg.method.name not in EVAL_ONLY and not takes_metric_objective(cfg.optimizer.name):

@@ -4,9 +4,9 @@ import difflib
 
 from zoft.examples import Example
 from zoft.tasks import demo, lmbff_tasks, opt_tasks, qa, superglue  # noqa: F401 - each registers its tasks
-from zoft.tasks.base import TASKS, TaskSpec, Template, register_task
+from zoft.tasks.base import TASKS, TaskSpec, PromptFormat, register_task
 
-__all__ = ["TASKS", "Example", "TaskSpec", "Template", "get_task", "register_task"]
+__all__ = ["TASKS", "Example", "TaskSpec", "PromptFormat", "get_task", "register_task"]
 
 
 def get_task(name: str) -> TaskSpec:

@@ -20,7 +20,7 @@ TASK_KINDS = ("classification", "multiple-choice", "generation")
 
 
 @dataclass(frozen=True)
-class Template:
+class PromptFormat:
     """How an example becomes text: ``encode`` is the prompt without the answer, ``verbalize``
     the prompt followed by one candidate. The scored/trained option is what verbalize adds.
     ``encode_sfc``/``verbalize_sfc`` are the surface-form-competition calibration prompts."""
@@ -55,7 +55,7 @@ class TaskSpec:
     """One task, the one record every consumer reads.
 
     ``loader(spec, task_cfg) -> TaskData`` turns raw data into the sampled splits: the OPT
-    protocol from ``source`` (the default), or an LM-BFF k-shot split. ``template`` renders an
+    protocol from ``source`` (the default), or an LM-BFF k-shot split. ``prompt`` renders an
     example as text; LM-BFF tasks also carry ``lmbff``, their prompt as data (template string,
     label words, sentence limits, file layout), which their objective encodes.
     """
@@ -64,7 +64,7 @@ class TaskSpec:
     kind: str
     metric: str
     source: Optional[DataSource]
-    template: Template
+    prompt: PromptFormat
     family: str = "causal"  # causal (OPT protocol) | masked (LM-BFF protocol)
     default_num_dev: int = 500
     description: str = ""

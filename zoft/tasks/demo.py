@@ -55,7 +55,7 @@ DEMO = register_task(
             read_record=_record,
             generate=generate_records,
         ),
-        template=SST2.template,
+        prompt=SST2.prompt,
         description="built-in synthetic sentiment (offline demo)",
     )
 )

@@ -8,7 +8,7 @@ from zoft.examples import Example
 from zoft.lmbff.catalog import LMBFF_TASKS, LmBffTask
 from zoft.lmbff.data import load_kshot_task
 from zoft.lmbff.template import parse_template, sentence_text
-from zoft.tasks.base import TaskSpec, Template, register_task
+from zoft.tasks.base import TaskSpec, PromptFormat, register_task
 
 
 def _render(template: str, ex: Example, word: str | None) -> str:
@@ -34,7 +34,7 @@ def _spec(task: LmBffTask) -> TaskSpec:
         metric=task.metric,
         family="masked",
         source=None,  # the k-shot files written by `zoft kshot`, read by the loader
-        template=Template(encode=lambda ex, t=task.template: _render(t, ex, None),
+        prompt=PromptFormat(encode=lambda ex, t=task.template: _render(t, ex, None),
                           verbalize=lambda ex, w, t=task.template: _render(t, ex, " " + w)),
         default_num_dev=0,
         description=f"{task.description}; `{task.template}` + {'/'.join(task.label_words)}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from zoft.examples import Example, label_index
-from zoft.tasks.base import DataSource, TaskSpec, Template, register_task
+from zoft.tasks.base import DataSource, TaskSpec, PromptFormat, register_task
 
 GLUE_TRAIN = ("train.tsv", "train_full.tsv", "train.jsonl")
 GLUE_TEST = ("dev.tsv", "validation.jsonl", "val.jsonl", "dev.jsonl")
@@ -42,7 +42,7 @@ SST2 = register_task(
             local_files={"train": GLUE_TRAIN, "test": GLUE_TEST},
             read_record=_sst2_record,
         ),
-        template=Template(
+        prompt=PromptFormat(
             encode=lambda ex: f"{ex.fields['sentence'].strip()} It was",
             verbalize=lambda ex, word: f"{ex.fields['sentence'].strip()} It was {word}",
             encode_sfc=lambda ex: " It was",

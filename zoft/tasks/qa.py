@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from zoft.examples import Example
-from zoft.tasks.base import DataSource, TaskSpec, Template, register_task
+from zoft.tasks.base import DataSource, TaskSpec, PromptFormat, register_task
 
 HUB_SPLITS = {"train": "train", "test": "validation"}
 
 
-def _answer_template(prompt) -> Template:
+def _answer_prompt(prompt) -> PromptFormat:
     # No calibration prompts: SFC is not defined for generation (the original's large_models/run.py).
-    return Template(encode=prompt, verbalize=lambda ex, answer: f"{prompt(ex)} {answer}\n")
+    return PromptFormat(encode=prompt, verbalize=lambda ex, answer: f"{prompt(ex)} {answer}\n")
 
 
 def _unique(answers: Sequence[str]) -> tuple[str, ...]:
@@ -54,7 +54,7 @@ SQUAD = register_task(TaskSpec(
                      "test": ("dev-v1.1.json", "validation.json", "dev.json", "validation.jsonl", "dev.jsonl")},
         read_record=_squad_record,
     ),
-    template=_answer_template(
+    prompt=_answer_prompt(
         lambda ex: f"Title: {ex.fields['title']}\nContext: {ex.fields['context']}\n"
                    f"Question: {ex.fields['question'].strip()}\nAnswer:"),
     description="SQuAD v1.1; greedy generation, SQuAD F1",
@@ -102,7 +102,7 @@ DROP = register_task(TaskSpec(
                      "test": ("drop_dataset_dev.json", "validation.json", "dev.json", "validation.jsonl", "dev.jsonl")},
         read_record=_drop_record,
     ),
-    template=_answer_template(
+    prompt=_answer_prompt(
         lambda ex: f"Passage: {ex.fields['passage']}\nQuestion: {ex.fields['question'].strip()}\nAnswer:"),
     description="DROP; greedy generation, SQuAD-style F1",
 ))

@@ -14,7 +14,7 @@ import logging
 from typing import Any, Callable, Mapping, Sequence
 
 from zoft.examples import Example, label_index
-from zoft.tasks.base import DataSource, TaskSpec, Template, register_task
+from zoft.tasks.base import DataSource, TaskSpec, PromptFormat, register_task
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ SUPERGLUE_HUB = "aps/super_glue"
 HUB_SPLITS = {"train": "train", "test": "validation"}
 
 
-def suffix_template(prompt: Callable[[Example], str]) -> Template:
+def suffix_prompt(prompt: Callable[[Example], str]) -> PromptFormat:
     """A template whose option is the candidate appended to ``prompt`` (no space), and whose
     calibration (SFC) prompt is empty: the tasks whose prompt ends with a newline."""
-    return Template(
+    return PromptFormat(
         encode=prompt,
         verbalize=lambda ex, cand: prompt(ex) + cand,
         encode_sfc=lambda ex: "",
@@ -62,7 +62,7 @@ RTE = register_task(TaskSpec(
     name="rte", kind="classification", metric="accuracy",
     source=_source("rte", _rte_record, train=("train.jsonl", "train.tsv"),
                    test=SUPERGLUE_TEST + ("dev.tsv",)),
-    template=suffix_template(
+    prompt=suffix_prompt(
         lambda ex: f"{ex.fields['premise']}\nDoes this mean that \"{ex.fields['hypothesis']}\" is true? Yes or No?\n"),
     description="SuperGLUE RTE; Yes (entailment) / No",
 ))
@@ -78,7 +78,7 @@ def _cb_record(r: Mapping[str, Any]) -> list[Example]:
 
 CB = register_task(TaskSpec(
     name="cb", kind="classification", metric="accuracy", source=_source("cb", _cb_record),
-    template=suffix_template(
+    prompt=suffix_prompt(
         lambda ex: f"Suppose {ex.fields['premise']} Can we infer that \"{ex.fields['hypothesis']}\"? Yes, No, or Maybe?\n"),
     default_num_dev=100,
     description="SuperGLUE CB; Yes / No / Maybe",
@@ -102,7 +102,7 @@ def _boolq_record(r: Mapping[str, Any]) -> list[Example]:
 BOOLQ = register_task(TaskSpec(
     name="boolq", kind="classification", metric="accuracy",
     source=_source(None, _boolq_record, hub_id="google/boolq", test=SUPERGLUE_TEST),
-    template=suffix_template(lambda ex: f"{ex.fields['passage']} {boolq_question(ex.fields['question'])}\n"),
+    prompt=suffix_prompt(lambda ex: f"{ex.fields['passage']} {boolq_question(ex.fields['question'])}\n"),
     description="BoolQ; Yes (answer true) / No",
 ))
 
@@ -116,7 +116,7 @@ def _wsc_record(r: Mapping[str, Any]) -> list[Example]:
 
 WSC = register_task(TaskSpec(
     name="wsc", kind="classification", metric="accuracy", source=_source("wsc.fixed", _wsc_record),
-    template=suffix_template(
+    prompt=suffix_prompt(
         lambda ex: f"{ex.fields['text']}\nIn the previous sentence, does the pronoun "
                    f"\"{ex.fields['span2_text'].lower()}\" refer to {ex.fields['span1_text']}? Yes or No?\n"),
     description="SuperGLUE WSC (wsc.fixed); No / Yes",
@@ -131,7 +131,7 @@ def _wic_record(r: Mapping[str, Any]) -> list[Example]:
 
 WIC = register_task(TaskSpec(
     name="wic", kind="classification", metric="accuracy", source=_source("wic", _wic_record),
-    template=suffix_template(
+    prompt=suffix_prompt(
         lambda ex: f"Does the word \"{ex.fields['word']}\" have the same meaning in these two sentences? "
                    f"Yes, No?\n{ex.fields['sentence1']}\n{ex.fields['sentence2']}\n"),
     description="SuperGLUE WiC; No / Yes",
@@ -156,7 +156,7 @@ def _multirc_record(r: Mapping[str, Any]) -> list[Example]:
 
 MULTIRC = register_task(TaskSpec(
     name="multirc", kind="classification", metric="accuracy", source=_source("multirc", _multirc_record),
-    template=suffix_template(
+    prompt=suffix_prompt(
         lambda ex: f"{ex.fields['paragraph']}\nQuestion: {ex.fields['question']}\nI found this answer "
                    f"\"{ex.fields['answer']}\". Is that correct? Yes or No?\n"),
     description="SuperGLUE MultiRC (one example per paragraph/question/answer); No / Yes",
@@ -192,7 +192,7 @@ def _copa_record(r: Mapping[str, Any]) -> list[Example]:
 
 COPA = register_task(TaskSpec(
     name="copa", kind="multiple-choice", metric="accuracy", source=_source("copa", _copa_record),
-    template=Template(
+    prompt=PromptFormat(
         encode=lambda ex: f"{copa_premise(ex.fields['premise'])}{_copa_connective(ex)}",
         verbalize=lambda ex, c: f"{copa_premise(ex.fields['premise'])}{_copa_connective(ex)}{copa_choice(c)}",
         encode_sfc=lambda ex: _copa_connective(ex).strip(),
@@ -238,7 +238,7 @@ def _record_record(r: Mapping[str, Any]) -> list[Example]:
 
 RECORD = register_task(TaskSpec(
     name="record", kind="multiple-choice", metric="accuracy", source=_source("record", _record_record),
-    template=Template(
+    prompt=PromptFormat(
         encode=lambda ex: f"{record_passage(ex.fields['passage'])}\n-",
         verbalize=lambda ex, c: f"{record_passage(ex.fields['passage'])}\n- {record_fill(ex.fields['query'], c)}",
         encode_sfc=lambda ex: "-",
