@@ -32,12 +32,12 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
 from zoft.config.bounds import schema_fields_of
-from zoft.config.optimizer_checks import normalise, unknown_setting
-from zoft.optim.registry import OPTIMIZERS, RESERVED
+from zoft.config.optimizer_checks import normalise, optimizer_problems, unknown_settings
+from zoft.optim.registry import OPTIMIZERS
 from zoft.config.preflight import unknown_group_choice
 from zoft.config.protocol import settle
 from zoft.config.store import register_configs
-from zoft.config.validate import validate
+from zoft.config.validate import ConfigError, validate
 from zoft.errors import ZoftUserError
 from zoft.models.source import check_model_available
 from zoft.rundir import (RunFolderError, check_writable, is_locked, plan_attempt, resume_folder, resume_target,
@@ -189,7 +189,7 @@ def _plan_sweep(argv: list[str], overrides: list[str], conf_dir: Path) -> list[s
         return argv  # each job reports its own composition error
     problems = _sweep_problems(cfg, parsed)
     if problems:
-        raise Stop(2, "error: invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise Stop(2, f"error: {ConfigError.of(problems)}")
     sweep_dir = _resolved(cfg, SWEEP_DIR_KEY)
     if sweep_dir is not None:
         argv = _set_override(argv, SWEEP_DIR_KEY, sweep_dir)
@@ -271,8 +271,8 @@ def _compose(overrides: list[str], conf_dir: Path):
         raise Stop(2, f"error: {message}") from None
     finally:
         GlobalHydra.instance().clear()
-    if OmegaConf.is_missing(cfg, "optimizer"):  # `~optimizer`
-        raise Stop(2, f"error: no optimizer: choose one with optimizer=<name> ({', '.join(OPTIMIZERS)})")
+    if OmegaConf.is_missing(cfg, "optimizer"):  # `~optimizer`: the protocol lookups need one
+        raise Stop(2, f"error: {optimizer_problems(cfg)[0]}")
     normalise(cfg, overrides)  # as run() does: the same record in the check and in the run
     return cfg
 
@@ -289,9 +289,8 @@ def _optimizer_key_message(overrides: list[str], conf_dir: Path, err: Exception)
     except Stop:
         return None
     record = OPTIMIZERS.get(name)
-    keys = [o.lstrip("+~").split("=", 1)[0].split(".")[1] for o in typed]
-    problems = [unknown_setting(record, k) for k in keys if record and k not in record.settings and k not in RESERVED]
-    return "invalid configuration:\n  - " + "\n  - ".join(problems) if problems else None
+    problems = unknown_settings(record, [o.lstrip("+~").split("=", 1)[0].split(".")[1] for o in typed]) if record else []
+    return str(ConfigError.of(problems)) if problems else None
 
 
 def _sweep_problems(cfg, parsed) -> list[str]:
@@ -302,7 +301,7 @@ def _sweep_problems(cfg, parsed) -> list[str]:
     record = OPTIMIZERS.get(cfg.optimizer.get("name"))
     swept = [o.key_or_group for o in parsed if o.is_sweep_override()] + list(cfg.hydra.sweeper.get("params") or {})
     keys = [k.lstrip("+~").split(".")[1] for k in swept if k.lstrip("+~").startswith("optimizer.")]
-    return [unknown_setting(record, k) for k in dict.fromkeys(keys) if record and k not in record.settings]
+    return unknown_settings(record, keys) if record else []
 
 
 def _composition_message(err: Exception) -> str:

@@ -29,6 +29,12 @@ def unknown_setting(record: OptimizerRecord, key: str) -> str:
             f"its settings: {', '.join(record.settings)}")
 
 
+def unknown_settings(record: OptimizerRecord, keys) -> list[str]:
+    """One :func:`unknown_setting` message per key of ``keys`` (in order, once) that the option
+    ``record`` does not have (``name`` and ``_target_`` are every option's)."""
+    return [unknown_setting(record, k) for k in dict.fromkeys(keys) if k not in record.settings and k not in RESERVED]
+
+
 def _owners(key: str) -> str:
     """`` (the zeroth-order optimizers have it)``, `` (sgd, mezo-sgd have it)``, or nothing."""
     having = [name for name, other in OPTIMIZERS.items() if key in other.settings]
@@ -85,7 +91,7 @@ def option_problems(o: DictConfig) -> list[str]:
                     f"optimizer with optimizer={name}"]
         return [f"optimizer._target_={target!r} but optimizer={name} is {record.target}; another class is "
                 "another option: its own conf/optimizer/<name>.yaml (docs/estimators.md, Adding an estimator)"]
-    problems = [unknown_setting(record, key) for key in o if key not in record.settings and key not in RESERVED]
+    problems = unknown_settings(record, o)
     for key, setting in record.settings.items():
         if key not in o:
             problems.append(f"optimizer.{key} is missing: optimizer={name} needs it ({setting.what}); "
@@ -134,7 +140,7 @@ def run_problems(cfg: DictConfig) -> list[str]:
 
 def optimizer_problems(cfg: DictConfig) -> list[str]:
     """Every problem of ``cfg.optimizer``: its own first; the run's rules only for a sound option."""
-    if OmegaConf.is_missing(cfg, "optimizer") or not isinstance(cfg.optimizer, DictConfig):
+    if OmegaConf.is_missing(cfg, "optimizer") or not isinstance(cfg.optimizer, DictConfig):  # `~optimizer`
         return [f"no optimizer: choose one with optimizer=<name> ({', '.join(OPTIMIZERS)})"]
     own = option_problems(cfg.optimizer)
     return own or run_problems(cfg)

@@ -24,6 +24,11 @@ from zoft.optim.registry import OPTIMIZERS, is_zeroth_order_name, takes_metric_o
 class ConfigError(ZoftUserError, ValueError):
     """The composed config has invalid values."""
 
+    @classmethod
+    def of(cls, problems: list[str]) -> "ConfigError":
+        """One error listing ``problems``, one line each."""
+        return cls("invalid configuration:\n  - " + "\n  - ".join(problems))
+
 
 # Which model kinds each task family can run on.
 TASK_FAMILY_KINDS = {"causal": ("causal",), "masked": ("masked", "seq-cls", "encoder")}
@@ -77,7 +82,7 @@ def validate(cfg: DictConfig) -> None:
     if not problems:  # only a config that is otherwise valid pays for asking torch about devices
         problems.extend(device_problems(cfg.model.device))
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError.of(problems)
 
 
 def _check_model_and_task(problems: list[str], cfg: DictConfig):

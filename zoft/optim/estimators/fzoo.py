@@ -38,8 +38,8 @@ class FZOO(MeZO):
     capabilities = Capabilities(summary="FZOO: N one-sided Rademacher probes, step normalised by the std of the "
                                 "N losses (N+1 forward passes)", zeroth_order=True, accumulates=False,
                                 batches_probes=True, forward_passes="n+1")
-    settings = {"n_directions": Setting("int", ">=2", "N, the probes per step (the step is normalised by the "
-                                        "std of the N losses)")}
+    settings = {"n_directions": Setting("int", ">=2", "N, the probes per step; the step is normalised by the "
+                                        "std of the N losses")}
 
     def __init__(self, params: Iterable, n_directions: int = 8, direction: str = "rademacher", **kwargs) -> None:
         if n_directions < 2:
